@@ -1,0 +1,68 @@
+"""A reusable engine that keeps a store true to a listed-and-watched source.
+
+Role: for one cluster, run a full sync (list, diff against the store's index, write the
+difference) on start and periodically, and a watch in between; events pass a gate that
+parks them during a full sync, then shard by key to sender coroutines that batch,
+coalesce and write under the merge rule (newer version and different checksum).
+Inputs: a `Source`, a `Store`, optional `Leases`, `Metrics` and a clock.
+Output: the store's rows. It imports no ZooKeeper, database or Kubernetes code; the
+`synchronizer` package wires the real ones in.
+"""
+
+from ._checksum import TOMBSTONE, canonical, checksum
+from ._errors import (
+    Expired,
+    Fenced,
+    LeaseBusy,
+    ReconcilerError,
+    SourceError,
+    SourceUnavailable,
+    StoreError,
+    Transient,
+)
+from ._protocols import Clock, Leases, Metrics, Runnable, Source, Store
+from ._settings import ReconcilerSettings
+from ._types import (
+    ApplyResult,
+    Bookmark,
+    Checksum,
+    ClusterId,
+    Event,
+    Fence,
+    ObjectKey,
+    Page,
+    Record,
+    Stamp,
+    State,
+)
+
+__all__ = [
+    "TOMBSTONE",
+    "ApplyResult",
+    "Bookmark",
+    "Checksum",
+    "Clock",
+    "ClusterId",
+    "Event",
+    "Expired",
+    "Fence",
+    "Fenced",
+    "LeaseBusy",
+    "Leases",
+    "Metrics",
+    "ObjectKey",
+    "Page",
+    "ReconcilerError",
+    "ReconcilerSettings",
+    "Record",
+    "Runnable",
+    "Source",
+    "SourceError",
+    "SourceUnavailable",
+    "Stamp",
+    "State",
+    "Store",
+    "Transient",
+    "canonical",
+    "checksum",
+]

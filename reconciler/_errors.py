@@ -1,0 +1,52 @@
+"""The engine's exceptions.
+
+```
+ReconcilerError
+├── SourceError
+│   ├── Expired            the requested version is gone (HTTP 410): relist and diff
+│   └── SourceUnavailable  transient: network, 5xx, 429 (carries an optional retry_after)
+└── StoreError
+    ├── Transient          the write may succeed if retried (connection lost, deadlock)
+    ├── Fenced             another owner holds the cluster's lease: stop writing
+    └── LeaseBusy          the lease is held by a live owner: try again later
+```
+Anything else escaping a source or store is a bug and is logged with its traceback once.
+"""
+
+from __future__ import annotations
+
+
+class ReconcilerError(Exception):
+    """Base of every error the engine raises or expects from its collaborators."""
+
+
+class SourceError(ReconcilerError):
+    """A source could not list or watch."""
+
+
+class Expired(SourceError):  # noqa: N818 - the Kubernetes name for HTTP 410
+    """The version asked for is older than the source's history: list again."""
+
+
+class SourceUnavailable(SourceError):
+    """A transient source failure; `retry_after` (seconds) is honoured when the server sent it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(ReconcilerError):
+    """A store could not apply a batch or load an index."""
+
+
+class Transient(StoreError):  # noqa: N818 - a kind, read as "StoreError: Transient"
+    """The operation may succeed when retried."""
+
+
+class Fenced(StoreError):  # noqa: N818
+    """This writer no longer holds the cluster's lease; its writes are refused."""
+
+
+class LeaseBusy(StoreError):  # noqa: N818
+    """Another live owner holds the cluster's lease."""

@@ -1,0 +1,105 @@
+"""The small interfaces the engine is written against.
+
+The engine sees a `Source` (where records come from), a `Store` (where they go, under the
+merge rule), a `Leases` table (one full-sync writer per cluster, fenced), a `Metrics` sink
+and a `Clock`. The synchronizer supplies Kubernetes, MySQL/SQLite and Prometheus
+implementations; `reconciler.testing` supplies in-memory ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from ._types import ApplyResult, ClusterId, Event, Fence, ObjectKey, Page, Record, Stamp
+
+
+class Source(Protocol):
+    """List a consistent snapshot, page by page; watch from a version.
+
+    Both raise `Expired` when the version they need is gone (410) and `SourceUnavailable`
+    on transient failures. A list that fails half-way must be restarted from scratch: the
+    engine deletes nothing on the strength of a partial list.
+    """
+
+    def list(self) -> AsyncIterator[Page]:
+        """Yield the pages of one consistent list; each page carries the list's version."""
+        ...
+
+    def watch(self, since: int) -> AsyncIterator[Event]:
+        """Yield changes and bookmarks after `since`; return when the server ends the stream."""
+        ...
+
+
+class Store(Protocol):
+    """Load a cluster's index; apply a batch under the merge rule.
+
+    The rule, enforced by the store inside the write itself: a row changes only when the
+    incoming version is newer than the stored one; then, if the checksum differs, every
+    column is written (for a delete: state, checksum, version and query_at), and if it is
+    equal only the version and query_at move forward. An unseen key is inserted, a delete
+    of an unseen key inserts a tombstone.
+    """
+
+    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+        """Return version, checksum and state of every stored row of `cluster`."""
+        ...
+
+    async def apply(
+        self, cluster: ClusterId, batch: Sequence[Record], *, fence: Fence | None = None
+    ) -> ApplyResult:
+        """Write `batch` (at most one record per key) in one transaction.
+
+        With a `fence`, raise `Fenced` unless the cluster's lease names that owner and
+        epoch, checked in the same transaction.
+        """
+        ...
+
+
+class Leases(Protocol):
+    """A per-cluster lease (owner, epoch, expiry) kept in the store."""
+
+    async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
+        """Take or renew the lease; True when `fence` now holds it.
+
+        Succeeds when the lease is free, expired, already ours, or held with a lower epoch.
+        """
+        ...
+
+    async def release(self, cluster: ClusterId, fence: Fence) -> None:
+        """Give the lease up if `fence` holds it, so a successor need not wait for expiry."""
+        ...
+
+
+class Metrics(Protocol):
+    """A narrow metrics sink so the engine never imports a metrics library."""
+
+    def inc(self, name: str, labels: Mapping[str, str], n: float = 1) -> None:
+        """Add `n` to a counter."""
+        ...
+
+    def observe(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        """Record one observation in a histogram."""
+        ...
+
+    def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        """Set a gauge."""
+        ...
+
+
+class Clock(Protocol):
+    """Wall time, injected: durations use the loop clock, timestamps use this."""
+
+    def __call__(self) -> datetime:
+        """Return the current UTC time."""
+        ...
+
+
+class Runnable(Protocol):
+    """Anything the controller can run until cancelled (a cluster reconciler)."""
+
+    async def run(self) -> None:
+        """Run until cancelled; raise to report a failure the supervisor should back off from."""
+        ...
+

@@ -1,0 +1,174 @@
+"""Prometheus metrics: the catalogue, and the engine's `Metrics` protocol on top of it.
+
+Every metric is declared once in `CATALOGUE` (name without the `bkcmdb_sync_` prefix, kind,
+help, label names); the engine and the service refer to them by that short name. Labels
+are per cluster, never per pod, so cardinality stays bounded by the number of clusters.
+The dashboard and alert-rule tests compare their metric names with this catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+PREFIX = "bkcmdb_sync_"
+Kind = Literal["counter", "gauge", "histogram"]
+
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One metric's declaration."""
+
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+CATALOGUE: Mapping[str, Spec] = {
+    # coordination
+    "is_master": Spec("gauge", "1 while this instance is the elected master (standalone: 1)."),
+    "assigned_clusters": Spec("gauge", "Clusters assigned to this instance right now."),
+    "zk_session_state": Spec(
+        "gauge", "1 for the current ZooKeeper session state, 0 for the others.", ("state",)
+    ),
+    "rebalances_total": Spec("counter", "Assignments published by the master."),
+    "moved_clusters_total": Spec("counter", "Clusters that changed owner in a rebalance."),
+    # per cluster: reconciler lifecycle
+    "reconciler_up": Spec("gauge", "1 while the cluster's reconciler runs.", ("cluster",)),
+    "reconciler_restarts_total": Spec(
+        "counter", "Reconciler failures followed by a restart with backoff.", ("cluster",)
+    ),
+    # per cluster: source side
+    "events_total": Spec(
+        "counter", "Watch events received, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR,"
+        " UNKNOWN).", ("cluster", "type"),
+    ),
+    "skipped_objects_total": Spec(
+        "counter", "Objects or stream lines that could not be used, by reason.",
+        ("cluster", "reason"),
+    ),
+    "watch_restarts_total": Spec(
+        "counter", "Watch streams reopened, by reason (closed, error, stalled, expired).",
+        ("cluster", "reason"),
+    ),
+    "full_syncs_total": Spec(
+        "counter", "Full syncs finished, by trigger and result.", ("cluster", "trigger", "result")
+    ),
+    "full_sync_duration_seconds": Spec(
+        "histogram", "Duration of successful full syncs.", ("cluster",), DURATION_BUCKETS
+    ),
+    "last_full_sync_timestamp_seconds": Spec(
+        "gauge", "Unix time of the last successful full sync.", ("cluster",)
+    ),
+    "full_sync_changes_total": Spec(
+        "counter", "Records a full sync sent to the store, by op (upsert, delete).",
+        ("cluster", "op"),
+    ),
+    "parked_events": Spec("gauge", "Events parked by the gate during a full sync.", ("cluster",)),
+    "gate_overflows_total": Spec(
+        "counter", "Times the parked queue overflowed and another full sync was scheduled.",
+        ("cluster",),
+    ),
+    # per cluster: store side
+    "sender_queue_depth": Spec(
+        "gauge", "Keys waiting in the sender queues.", ("cluster",)
+    ),
+    "writes_total": Spec(
+        "counter", "Records offered to the store, by op (upsert, delete) and result (written,"
+        " unchanged, rejected).", ("cluster", "op", "result"),
+    ),
+    "batches_total": Spec(
+        "counter", "Store transactions, by result (ok, transient, fenced, error).",
+        ("cluster", "result"),
+    ),
+    "batch_duration_seconds": Spec(
+        "histogram", "Duration of one store transaction.", ("cluster",), LATENCY_BUCKETS
+    ),
+    "event_to_row_seconds": Spec(
+        "histogram", "From observing an event to its batch being committed.", ("cluster",),
+        LATENCY_BUCKETS,
+    ),
+    "lag_seconds": Spec(
+        "gauge", "Now minus the observation time of the newest committed record.", ("cluster",)
+    ),
+    "fenced_writes_total": Spec(
+        "counter", "Batches refused because this instance no longer held the lease.",
+        ("cluster",),
+    ),
+    "lease_acquisitions_total": Spec(
+        "counter", "Lease acquisition attempts, by result (acquired, busy, error).",
+        ("cluster", "result"),
+    ),
+    "pods": Spec("gauge", "Rows of the cluster in the CMDB, by state.", ("cluster", "state")),
+}
+
+
+class PrometheusMetrics:
+    """The engine's `Metrics` protocol backed by one prometheus-client registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        for short, spec in CATALOGUE.items():
+            name = PREFIX + short
+            if spec.kind == "counter":
+                # prometheus-client appends _total itself
+                self._metrics[short] = Counter(
+                    name.removesuffix("_total"), spec.help, spec.labels, registry=self.registry
+                )
+            elif spec.kind == "gauge":
+                self._metrics[short] = Gauge(name, spec.help, spec.labels, registry=self.registry)
+            else:
+                self._metrics[short] = Histogram(
+                    name, spec.help, spec.labels, buckets=spec.buckets, registry=self.registry
+                )
+
+    def _child(self, name: str, labels: Mapping[str, str]) -> Counter | Gauge | Histogram:
+        metric = self._metrics[name]
+        return metric.labels(**labels) if labels else metric
+
+    def inc(self, name: str, labels: Mapping[str, str], n: float = 1) -> None:
+        """Add `n` to a counter (or a gauge)."""
+        self._child(name, labels).inc(n)  # type: ignore[union-attr]
+
+    def observe(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        """Record one histogram observation."""
+        self._child(name, labels).observe(value)  # type: ignore[union-attr]
+
+    def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        """Set a gauge."""
+        self._child(name, labels).set(value)  # type: ignore[union-attr]
+
+    def forget(self, cluster: str) -> None:
+        """Drop every series of a cluster this instance no longer owns."""
+        for short, spec in CATALOGUE.items():
+            if "cluster" not in spec.labels:
+                continue
+            metric = self._metrics[short]
+            for labelvalues in list(metric._metrics):  # noqa: SLF001 - no public iterator
+                if dict(zip(spec.labels, labelvalues, strict=True)).get("cluster") == cluster:
+                    metric.remove(*labelvalues)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format (what promtool checks)."""
+        return generate_latest(self.registry)
+
+
+def exported_names() -> set[str]:
+    """Every series family name as Prometheus shows it (for dashboard and rule checks)."""
+    names: set[str] = set()
+    for short, spec in CATALOGUE.items():
+        full = PREFIX + short
+        if spec.kind == "histogram":
+            names |= {full + "_bucket", full + "_sum", full + "_count"}
+        else:
+            names.add(full)
+    return names
