@@ -10,6 +10,7 @@ Output: the store's rows. It imports no ZooKeeper, database or Kubernetes code; 
 """
 
 from ._checksum import TOMBSTONE, canonical, checksum
+from ._cluster import ClusterReconciler, NullMetrics
 from ._errors import (
     Expired,
     Fenced,
@@ -17,11 +18,13 @@ from ._errors import (
     ReconcilerError,
     SourceError,
     SourceUnavailable,
+    Stalled,
     StoreError,
     Transient,
 )
 from ._protocols import Clock, Leases, Metrics, Runnable, Source, Store
 from ._settings import ReconcilerSettings
+from ._status import Phase, ReconcilerStatus
 from ._types import (
     ApplyResult,
     Bookmark,
@@ -43,6 +46,7 @@ __all__ = [
     "Checksum",
     "Clock",
     "ClusterId",
+    "ClusterReconciler",
     "Event",
     "Expired",
     "Fence",
@@ -50,18 +54,23 @@ __all__ = [
     "LeaseBusy",
     "Leases",
     "Metrics",
+    "NullMetrics",
     "ObjectKey",
     "Page",
+    "Phase",
     "ReconcilerError",
     "ReconcilerSettings",
+    "ReconcilerStatus",
     "Record",
     "Runnable",
     "Source",
     "SourceError",
     "SourceUnavailable",
+    "Stalled",
     "Stamp",
     "State",
     "Store",
+    "StoreError",
     "Transient",
     "canonical",
     "checksum",

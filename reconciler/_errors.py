@@ -5,6 +5,7 @@ ReconcilerError
 ├── SourceError
 │   ├── Expired            the requested version is gone (HTTP 410): relist and diff
 │   └── SourceUnavailable  transient: network, 5xx, 429 (carries an optional retry_after)
+│       └── Stalled        a watch sent nothing, not even a bookmark, for too long
 └── StoreError
     ├── Transient          the write may succeed if retried (connection lost, deadlock)
     ├── Fenced             another owner holds the cluster's lease: stop writing
@@ -24,7 +25,7 @@ class SourceError(ReconcilerError):
     """A source could not list or watch."""
 
 
-class Expired(SourceError):  # noqa: N818 - the Kubernetes name for HTTP 410
+class Expired(SourceError):
     """The version asked for is older than the source's history: list again."""
 
 
@@ -36,17 +37,21 @@ class SourceUnavailable(SourceError):
         self.retry_after = retry_after
 
 
+class Stalled(SourceUnavailable):
+    """A watch stream went silent past the inactivity bound; it is reopened."""
+
+
 class StoreError(ReconcilerError):
     """A store could not apply a batch or load an index."""
 
 
-class Transient(StoreError):  # noqa: N818 - a kind, read as "StoreError: Transient"
+class Transient(StoreError):
     """The operation may succeed when retried."""
 
 
-class Fenced(StoreError):  # noqa: N818
+class Fenced(StoreError):
     """This writer no longer holds the cluster's lease; its writes are refused."""
 
 
-class LeaseBusy(StoreError):  # noqa: N818
+class LeaseBusy(StoreError):
     """Another live owner holds the cluster's lease."""

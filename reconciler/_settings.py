@@ -19,6 +19,10 @@ class ReconcilerSettings:
     """Distinct pending keys per sender before producers wait (back-pressure)."""
     gate_capacity: int = 100_000
     """Events parked during a full sync before they are dropped and another sync scheduled."""
+    gate_enabled: bool = True
+    """Park events during a full sync. Off, events flow straight through: the merge rule
+    alone still converges (the gate saves writes and keeps replay ordered); tests compare
+    both."""
     full_sync_interval: float = 600.0
     """Seconds between periodic full syncs (a full sync also runs on start and after 410)."""
     watch_inactivity: float = 300.0
@@ -31,3 +35,5 @@ class ReconcilerSettings:
     """Seconds a cluster lease lives without renewal; renewed every third of it."""
     apply_retries: int = 0
     """Transient write failures retried before giving up a batch; 0 means retry forever."""
+    stop_timeout: float = 10.0
+    """Seconds a graceful stop waits for the senders to flush."""

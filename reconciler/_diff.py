@@ -1,0 +1,42 @@
+"""The full-sync diff: list pages against the stored index, in one pass, O(N + M).
+
+Pages stream in; each listed record is compared with the stored stamp of its key and
+emitted when the store would change (new key, different checksum, or a newer version of
+the same content, which only moves the stored version forward). Keys seen are remembered;
+once the list is complete — never before, so a partial list deletes nothing — stored
+active keys that were not listed become tombstones at the list's version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+
+from ._checksum import TOMBSTONE
+from ._types import ObjectKey, Record, Stamp, State
+
+
+def changes(
+    records: Iterable[Record], index: Mapping[ObjectKey, Stamp], seen: set[ObjectKey]
+) -> Iterator[Record]:
+    """Yield the listed records the store needs; add every listed key to `seen`."""
+    for record in records:
+        seen.add(record.key)
+        stamp = index.get(record.key)
+        if (
+            stamp is None
+            or stamp.checksum != record.checksum
+            or record.version > stamp.version
+        ):
+            yield record
+
+
+def tombstones(
+    index: Mapping[ObjectKey, Stamp], seen: set[ObjectKey], *, version: int, now: datetime
+) -> Iterator[Record]:
+    """Yield a delete at the list's `version` for every stored active key not listed."""
+    for key, stamp in index.items():
+        if stamp.state == State.ACTIVE and key not in seen:
+            yield Record(
+                key=key, version=version, checksum=TOMBSTONE, query_at=now, state=State.DELETED
+            )

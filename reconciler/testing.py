@@ -1,0 +1,218 @@
+"""In-memory fakes of the engine's interfaces, public so users can test against them.
+
+`MemoryStore` is the reference implementation of the merge rule (a max-register per key:
+newer version wins; equal content only moves the version) plus leases and fencing; the SQL
+stores are tested differentially against the same outcomes. `MemorySource` is a
+scriptable source with a global version counter, paged consistent lists, a watch history
+that can be compacted (→ `Expired`), cut (streams end) and replayed (duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ._checksum import TOMBSTONE, checksum
+from ._errors import Expired, Fenced, Transient
+from ._types import (
+    ApplyResult,
+    Bookmark,
+    ClusterId,
+    Event,
+    Fence,
+    ObjectKey,
+    Page,
+    Record,
+    Stamp,
+    State,
+)
+
+
+def merge(stored: Record | None, incoming: Record) -> Record | None:
+    """The merge rule: the row that results from writing `incoming` over `stored`.
+
+    None means nothing changes. A delete keeps the stored fields.
+    """
+    if stored is None:
+        return incoming
+    if incoming.version <= stored.version:
+        return None
+    if incoming.checksum == stored.checksum:
+        return replace(stored, version=incoming.version, query_at=incoming.query_at)
+    if incoming.deleted:
+        return replace(stored, version=incoming.version, query_at=incoming.query_at,
+                       checksum=incoming.checksum, state=State.DELETED)
+    return incoming
+
+
+class MemoryStore:
+    """A `Store` and `Leases` in a dict; `fail_next` scripts transient failures."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[ClusterId, ObjectKey], Record] = {}
+        self.leases: dict[ClusterId, tuple[Fence, float]] = {}
+        self.fail_next = 0
+        self.applied_batches = 0
+        self.history: list[tuple[ObjectKey, int]] = []
+
+    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+        """Stamps of every row of `cluster`."""
+        return {
+            key: Stamp(r.version, r.checksum, r.state)
+            for (c, key), r in self.rows.items()
+            if c == cluster
+        }
+
+    async def apply(
+        self, cluster: ClusterId, batch: Sequence[Record], *, fence: Fence | None = None
+    ) -> ApplyResult:
+        """Apply `batch` atomically under the merge rule."""
+        await asyncio.sleep(0)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise Transient("scripted failure")
+        if fence is not None:
+            held = self.leases.get(cluster)
+            if held is None or held[0] != fence:
+                raise Fenced(f"cluster {cluster}: lease not held by {fence.owner}")
+        written = 0
+        for record in batch:
+            k = (cluster, record.key)
+            result = merge(self.rows.get(k), record)
+            if result is not None:
+                self.rows[k] = result
+                self.history.append((record.key, result.version))
+                written += 1
+        self.applied_batches += 1
+        return ApplyResult(written=written, unchanged=len(batch) - written)
+
+    async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
+        """Take the lease when free, expired, ours, or held with a lower epoch."""
+        now = asyncio.get_running_loop().time()
+        held = self.leases.get(cluster)
+        if held is None or held[1] < now or held[0].owner == fence.owner \
+                or held[0].epoch < fence.epoch:
+            self.leases[cluster] = (fence, now + ttl)
+            return True
+        return False
+
+    async def release(self, cluster: ClusterId, fence: Fence) -> None:
+        """Drop the lease if `fence` holds it."""
+        held = self.leases.get(cluster)
+        if held is not None and held[0] == fence:
+            del self.leases[cluster]
+
+    def active(self, cluster: ClusterId) -> dict[ObjectKey, Record]:
+        """Active rows of `cluster`, by key."""
+        return {k: r for (c, k), r in self.rows.items() if c == cluster and not r.deleted}
+
+
+@dataclass(slots=True)
+class _Change:
+    kind: str
+    key: ObjectKey
+    version: int
+    fields: Mapping[str, Any]
+
+
+class MemorySource:
+    """A scriptable source: objects keyed by uid, one global version counter."""
+
+    def __init__(self, *, page_size: int = 50, clock: Any = None) -> None:
+        self.objects: dict[ObjectKey, tuple[int, Mapping[str, Any]]] = {}
+        self.version = 0
+        self.page_size = page_size
+        self.history: list[_Change] = []
+        self.compacted = 0
+        self.lists = 0
+        self.watches = 0
+        self.fail_list_after_pages: int | None = None
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._changed = asyncio.Condition()
+        self._cut = 0
+
+    # -- mutations ------------------------------------------------------------------------
+
+    def _record(self, change: _Change) -> Record:
+        deleted = change.kind == "DELETED"
+        return Record(
+            key=change.key, version=change.version, query_at=self._clock(),
+            checksum=TOMBSTONE if deleted else checksum(change.fields),
+            state=State.DELETED if deleted else State.ACTIVE, fields=change.fields,
+        )
+
+    async def _emit(self, change: _Change) -> None:
+        async with self._changed:
+            self.history.append(change)
+            self._changed.notify_all()
+
+    async def put(self, key: str, fields: Mapping[str, Any]) -> int:
+        """Create or update an object; return its new version."""
+        self.version += 1
+        kind = "MODIFIED" if key in self.objects else "ADDED"
+        self.objects[ObjectKey(key)] = (self.version, dict(fields))
+        await self._emit(_Change(kind, ObjectKey(key), self.version, dict(fields)))
+        return self.version
+
+    async def delete(self, key: str) -> int:
+        """Delete an object; return the version of the deletion."""
+        _, fields = self.objects.pop(ObjectKey(key))
+        self.version += 1
+        await self._emit(_Change("DELETED", ObjectKey(key), self.version, fields))
+        return self.version
+
+    def compact(self) -> None:
+        """Forget the whole history: resuming any older watch now raises `Expired`."""
+        self.compacted = self.version
+        self.history = [c for c in self.history if c.version > self.compacted]
+
+    async def cut(self) -> None:
+        """End every open watch stream (as a dropped connection would)."""
+        async with self._changed:
+            self._cut += 1
+            self._changed.notify_all()
+
+    def truth(self) -> dict[ObjectKey, Record]:
+        """The current objects as records: what a converged store holds as active."""
+        return {
+            k: self._record(_Change("ADDED", k, v, f)) for k, (v, f) in self.objects.items()
+        }
+
+    # -- Source ---------------------------------------------------------------------------
+
+    async def list(self) -> AsyncIterator[Page]:
+        """Pages of a snapshot taken at call time."""
+        self.lists += 1
+        version = self.version
+        items = sorted(self.objects.items())
+        for n, start in enumerate(range(0, max(len(items), 1), self.page_size)):
+            if self.fail_list_after_pages is not None and n >= self.fail_list_after_pages:
+                self.fail_list_after_pages = None
+                raise Expired("continue token expired")
+            chunk = items[start:start + self.page_size]
+            records = [self._record(_Change("ADDED", k, v, f)) for k, (v, f) in chunk]
+            yield Page(version=version, records=records)
+            await asyncio.sleep(0)
+
+    async def watch(self, since: int) -> AsyncIterator[Event]:
+        """Changes after `since`, then new ones as they happen, until cut."""
+        self.watches += 1
+        if since < self.compacted:
+            raise Expired(f"version {since} is older than {self.compacted}")
+        cut = self._cut
+        while True:
+            async with self._changed:
+                def ready(after: int = since) -> bool:
+                    return self._cut != cut or any(c.version > after for c in self.history)
+
+                await self._changed.wait_for(ready)
+                if self._cut != cut:
+                    return
+                pending = [c for c in self.history if c.version > since]
+            for change in pending:
+                since = change.version
+                yield self._record(change)
+            yield Bookmark(since)

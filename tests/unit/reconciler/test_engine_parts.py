@@ -1,0 +1,148 @@
+"""Unit tests of the engine's parts: shards, gate, diff, merge rule, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from reconciler import TOMBSTONE, ObjectKey, Record, Stamp, State, checksum
+from reconciler._backoff import Backoff
+from reconciler._diff import changes, tombstones
+from reconciler._gate import Gate
+from reconciler._shards import ShardQueue, shard_of
+from reconciler.testing import merge
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def rec(key: str, version: int, content: str = "a", *, deleted: bool = False) -> Record:
+    return Record(
+        key=ObjectKey(key), version=version, query_at=NOW,
+        checksum=TOMBSTONE if deleted else checksum({"c": content}),
+        state=State.DELETED if deleted else State.ACTIVE, fields={"c": content},
+    )
+
+
+def test_shard_of_is_stable_across_processes() -> None:
+    keys = [f"uid-{i}" for i in range(50)]
+    here = [shard_of(ObjectKey(k), 8) for k in keys]
+    code = (
+        "from reconciler._shards import shard_of;"
+        f"print([shard_of(k, 8) for k in {keys!r}])"
+    )
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": "123"}).stdout.strip()
+    assert str(here) == there
+    assert len(set(here)) > 4
+
+
+async def test_shard_queue_coalesces_to_newest_version() -> None:
+    q = ShardQueue(capacity=10)
+    await q.put(rec("a", 1))
+    await q.put(rec("b", 2))
+    await q.put(rec("a", 5, "x"))
+    await q.put(rec("a", 3, "y"))  # older than the waiting one: dropped
+    batch = q.take(10)
+    assert [(r.key, r.version) for r in batch] == [("a", 5), ("b", 2)]
+    assert q.coalesced == 2
+
+
+async def test_shard_queue_applies_back_pressure() -> None:
+    q = ShardQueue(capacity=2)
+    await q.put(rec("a", 1))
+    await q.put(rec("b", 1))
+    blocked = asyncio.create_task(q.put(rec("c", 1)))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    await q.put(rec("a", 2))  # an already-waiting key never blocks
+    q.take(1)
+    await blocked
+    assert len(q) == 2
+
+
+async def test_gate_parks_then_replays_only_newer_events_in_order() -> None:
+    out: list[Record] = []
+
+    async def dispatch(r: Record) -> None:
+        out.append(r)
+
+    gate = Gate(capacity=10, dispatch=dispatch)
+    await gate.put(rec("a", 1))
+    await gate.close()
+    for v in (3, 7, 5, 9):
+        await gate.put(rec(f"k{v}", v))
+    assert gate.parked == 4 and [r.version for r in out] == [1]
+    assert await gate.open(5) is False
+    assert [r.version for r in out] == [1, 7, 9]
+    await gate.put(rec("z", 10))
+    assert out[-1].version == 10
+
+
+async def test_gate_overflow_drops_parked_and_reports_it_once() -> None:
+    out: list[Record] = []
+
+    async def dispatch(r: Record) -> None:
+        out.append(r)
+
+    gate = Gate(capacity=2, dispatch=dispatch)
+    await gate.close()
+    for v in range(1, 6):
+        await gate.put(rec(f"k{v}", v))
+    assert gate.parked == 0
+    assert await gate.open(0) is True
+    assert out == []
+    await gate.close()
+    assert await gate.open(0) is False
+
+
+async def test_disabled_gate_never_parks() -> None:
+    out: list[Record] = []
+
+    async def dispatch(r: Record) -> None:
+        out.append(r)
+
+    gate = Gate(capacity=1, dispatch=dispatch, enabled=False)
+    await gate.close()
+    await gate.put(rec("a", 1))
+    assert [r.version for r in out] == [1]
+
+
+def test_diff_emits_new_changed_and_newer_and_tombstones_unlisted() -> None:
+    index = {
+        ObjectKey("same"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
+        ObjectKey("changed"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
+        ObjectKey("bumped"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
+        ObjectKey("gone"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
+        ObjectKey("dead"): Stamp(6, TOMBSTONE, State.DELETED),
+    }
+    listed = [rec("same", 5), rec("changed", 8, "b"), rec("bumped", 9), rec("new", 4)]
+    seen: set[ObjectKey] = set()
+    out = list(changes(listed, index, seen))
+    assert [r.key for r in out] == ["changed", "bumped", "new"]
+    dead = list(tombstones(index, seen, version=20, now=NOW))
+    assert [(r.key, r.version, r.checksum) for r in dead] == [("gone", 20, TOMBSTONE)]
+
+
+def test_merge_rule_table() -> None:
+    a5, a9, b7 = rec("k", 5, "A"), rec("k", 9, "A"), rec("k", 7, "B")
+    assert merge(None, a5) == a5
+    assert merge(a5, rec("k", 5, "B")) is None  # not newer
+    bumped = merge(a5, a9)
+    assert bumped is not None and bumped.version == 9 and bumped.checksum == a5.checksum
+    assert merge(bumped, b7) is None  # row 15: the older different content loses
+    d = merge(a5, rec("k", 8, deleted=True))
+    assert d is not None and d.state is State.DELETED and d.fields == a5.fields
+
+
+def test_backoff_grows_with_jitter_and_honours_floor() -> None:
+    import random
+
+    b = Backoff(0.1, 1.0, rng=random.Random(1))
+    delays = [b.next() for _ in range(10)]
+    assert all(0.05 <= d <= 1.0 for d in delays)
+    assert max(delays[5:]) > max(delays[:2])
+    assert b.next(floor=7.0) == 7.0
+    b.reset()
+    assert b.next() <= 0.1
