@@ -1,8 +1,10 @@
 """The full-sync diff: list pages against the stored index, in one pass, O(N + M).
 
 Pages stream in; each listed record is compared with the stored stamp of its key and
-emitted when the store would change (new key, different checksum, or a newer version of
-the same content, which only moves the stored version forward). Keys seen are remembered;
+emitted when the store would change (new key, different checksum or state, or a newer
+version of the same content, which only moves the stored version forward). Emitted
+records are marked `repair`: at an equal version the list's content wins, which is what
+repairs a row edited out of band. Keys seen are remembered;
 once the list is complete — never before, so a partial list deletes nothing — stored
 active keys that were not listed become tombstones at the list's version.
 """
@@ -10,6 +12,7 @@ active keys that were not listed become tombstones at the list's version.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from ._checksum import TOMBSTONE
@@ -26,9 +29,10 @@ def changes(
         if (
             stamp is None
             or stamp.checksum != record.checksum
+            or stamp.state != record.state
             or record.version > stamp.version
         ):
-            yield record
+            yield replace(record, repair=True)
 
 
 def tombstones(
@@ -38,5 +42,6 @@ def tombstones(
     for key, stamp in index.items():
         if stamp.state == State.ACTIVE and key not in seen:
             yield Record(
-                key=key, version=version, checksum=TOMBSTONE, query_at=now, state=State.DELETED
+                key=key, version=version, checksum=TOMBSTONE, query_at=now,
+                state=State.DELETED, repair=True,
             )

@@ -39,7 +39,9 @@ class Store(Protocol):
     incoming version is newer than the stored one; then, if the checksum differs, every
     column is written (for a delete: state, checksum, version and query_at), and if it is
     equal only the version and query_at move forward. An unseen key is inserted, a delete
-    of an unseen key inserts a tombstone.
+    of an unseen key inserts a tombstone. A record marked `repair` (a full sync's) is also
+    written at a version equal to the stored one when checksum or state differ: every
+    column for a live record; state, checksum and query_at for a delete.
     """
 
     async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:

@@ -41,6 +41,10 @@ class Record:
     query_at: datetime
     state: State = State.ACTIVE
     fields: Mapping[str, Any] = field(default_factory=dict)
+    repair: bool = False
+    """Set on full-sync records: also written at a version equal to the stored one, in
+    full, because a list is the truth at its version; this is what repairs rows edited or
+    deleted out of band (which keep their version). Watch events never set it."""
 
     @property
     def deleted(self) -> bool:

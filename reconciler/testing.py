@@ -34,12 +34,21 @@ from ._types import (
 def merge(stored: Record | None, incoming: Record) -> Record | None:
     """The merge rule: the row that results from writing `incoming` over `stored`.
 
-    None means nothing changes. A delete keeps the stored fields.
+    None means nothing changes. A delete keeps the stored fields. A `repair` record (from
+    a full sync) also wins at an equal version when content or state differ.
     """
     if stored is None:
         return incoming
-    if incoming.version <= stored.version:
+    if incoming.version < stored.version:
         return None
+    if incoming.version == stored.version:
+        if not incoming.repair or (incoming.checksum == stored.checksum
+                                   and incoming.state == stored.state):
+            return None
+        if incoming.deleted:
+            return replace(stored, query_at=incoming.query_at, checksum=incoming.checksum,
+                           state=State.DELETED)
+        return incoming
     if incoming.checksum == stored.checksum:
         return replace(stored, version=incoming.version, query_at=incoming.query_at)
     if incoming.deleted:

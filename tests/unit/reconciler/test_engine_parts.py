@@ -146,3 +146,23 @@ def test_backoff_grows_with_jitter_and_honours_floor() -> None:
     assert b.next(floor=7.0) == 7.0
     b.reset()
     assert b.next() <= 0.1
+
+
+def test_diff_marks_its_records_repair_and_catches_state_tampering() -> None:
+    index = {ObjectKey("k"): Stamp(5, checksum({"c": "a"}), State.DELETED)}
+    out = list(changes([rec("k", 5)], index, set()))
+    assert [r.key for r in out] == ["k"] and out[0].repair
+
+
+def test_repair_records_win_at_an_equal_version_only_when_content_differs() -> None:
+    from dataclasses import replace
+
+    stored = rec("k", 5, "tampered")
+    listed = replace(rec("k", 5, "truth"), repair=True)
+    assert merge(stored, rec("k", 5, "truth")) is None  # a watch event never does
+    assert merge(stored, listed) == listed
+    assert merge(listed, listed) is None
+    dead = replace(stored, state=State.DELETED)
+    revived = merge(dead, replace(rec("k", 5, "tampered"), repair=True))
+    assert revived is not None and revived.state is State.ACTIVE
+    assert merge(stored, replace(rec("k", 4, "truth"), repair=True)) is None
