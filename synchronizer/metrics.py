@@ -153,7 +153,7 @@ class PrometheusMetrics:
             if "cluster" not in spec.labels:
                 continue
             metric = self._metrics[short]
-            for labelvalues in list(metric._metrics):  # noqa: SLF001 - no public iterator
+            for labelvalues in list(metric._metrics):
                 if dict(zip(spec.labels, labelvalues, strict=True)).get("cluster") == cluster:
                     metric.remove(*labelvalues)
 

@@ -1,0 +1,230 @@
+"""The configuration file: pydantic models, YAML loading, environment overrides.
+
+Validated once at start-up (by `run` and `check-config` alike). Unknown keys are errors
+(a typo must not be silently ignored), every key but `clusters[].id` and a way to reach
+each cluster has a default, and a problem is reported as one line naming the key:
+`config: clusters.0.biz_id: Input should be a valid integer`.
+
+Environment variables override the file: `BKCMDB_` + the key path in upper case joined by
+`__`, e.g. `BKCMDB_CMDB__DSN`, `BKCMDB_INSTANCE__PORT`, `BKCMDB_SYNC__SENDERS`; a list or
+object takes JSON (`BKCMDB_CLUSTERS='[{"id": "a", "server": "http://..."}]'`). That is how
+a Secret supplies the DSN without it ever being written in a ConfigMap. Secrets
+(`cmdb.dsn`, `clusters[].token`) are `SecretStr`: they print as `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "BKCMDB_"
+ENV_DELIMITER = "__"
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+    """An unusable configuration; `str()` is one line naming the key and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class InstanceSettings(_Strict):
+    """This process: its identity among replicas and where it serves HTTP."""
+
+    id: str = Field(default_factory=_default_instance_id, min_length=1,
+                    description="Stable instance id among replicas (default: hostname-pid).")
+    address: str = Field("0.0.0.0", description="Bind address of the HTTP API and metrics.")
+    port: Port = Field(8888, description="Port of /healthz, /readyz, /status and the page.")
+    metric_port: Port = Field(9999, description="Port of /metrics.")
+
+
+class ZooKeeperSettings(_Strict):
+    """Coordination; absent means standalone (this instance owns every cluster)."""
+
+    hosts: str = Field("127.0.0.1:2181", min_length=1, description="ZooKeeper connect string.")
+    root: str = Field("/bkcmdb-synchronizer", pattern=r"^/[^\s]*$",
+                      description="Root znode of this deployment.")
+    session_timeout: Seconds = Field(10.0, description="Session timeout in seconds.")
+
+
+class CmdbSettings(_Strict):
+    """Where the pods table lives."""
+
+    dsn: SecretStr = Field(
+        SecretStr("sqlite:///bkcmdb.db"),
+        description="mysql://user:pass@host:port/db or sqlite:///path (default: ./bkcmdb.db).",
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _scheme(cls, dsn: SecretStr) -> SecretStr:
+        scheme = urlsplit(dsn.get_secret_value()).scheme
+        if scheme not in ("mysql", "mysql+asyncmy", "mysql+aiomysql", "sqlite"):
+            raise ValueError(f"unsupported scheme {scheme!r}: use mysql:// or sqlite:///")
+        return dsn
+
+
+class SyncSettings(_Strict):
+    """Timing and tuning of the reconcilers."""
+
+    full_sync_interval: Seconds = Field(600.0, description="Seconds between full syncs.")
+    cluster_pull_interval: Seconds = Field(
+        600.0, description="Seconds between re-reads of the cluster registries.")
+    senders: Annotated[int, Field(ge=1, le=256)] = Field(
+        8, description="Sender coroutines per cluster.")
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        500, description="Most rows written in one transaction.")
+    linger: Annotated[float, Field(ge=0)] = Field(
+        0.02, description="Seconds a sender waits to fill a batch.")
+    gate_capacity: Annotated[int, Field(ge=1)] = Field(
+        100_000, description="Events parked during a full sync before another is scheduled.")
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        500, description="Pods per list page.")
+    watch_timeout: Seconds = Field(300.0, description="timeoutSeconds asked of each watch.")
+    watch_inactivity: Seconds = Field(
+        90.0, description="Seconds without an event or bookmark before a watch is reopened.")
+    lease_ttl: Seconds = Field(30.0, description="Seconds a cluster lease lives unrenewed.")
+    backoff_max: Seconds = Field(30.0, description="Cap on retry delays, in seconds.")
+
+
+class ClusterSettings(_Strict):
+    """One cluster of the static registry."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                    description="Cluster id (required).")
+    biz_id: Annotated[int, Field(ge=0)] = Field(0, description="Business id of its pods.")
+    server: str | None = Field(None, description="API server URL.")
+    token: SecretStr | None = Field(None, description="Bearer token for `server`.")
+    ca_file: str | None = Field(None, description="CA bundle for `server`.")
+    insecure_skip_tls_verify: bool = Field(False, description="Skip TLS verification.")
+    kubeconfig: str | None = Field(None, description="Kubeconfig path (instead of `server`).")
+    context: str | None = Field(None, description="Kubeconfig context (default: current).")
+    in_cluster: bool = Field(False, description="Use the pod's service account instead.")
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> ClusterSettings:
+        ways = [bool(self.server), bool(self.kubeconfig), self.in_cluster]
+        if sum(ways) != 1:
+            raise ValueError("give exactly one of server, kubeconfig or in_cluster: true")
+        if self.server and urlsplit(self.server).scheme not in ("http", "https"):
+            raise ValueError(f"server {self.server!r} is not an http(s) URL")
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration file."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER,
+        nested_model_default_partial_update=True,
+    )
+
+    instance: InstanceSettings = Field(default_factory=InstanceSettings)
+    zookeeper: ZooKeeperSettings | None = None
+    cmdb: CmdbSettings = Field(default_factory=CmdbSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    clusters: list[ClusterSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Settings:
+        seen: set[str] = set()
+        for n, cluster in enumerate(self.clusters):
+            if cluster.id in seen:
+                raise ValueError(f"clusters.{n}.id: duplicate cluster id {cluster.id!r}")
+            seen.add(cluster.id)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the file (passed as init values), then defaults."""
+        return (env_settings, init_settings)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p not in ("function-after",))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    if message.startswith("clusters.") and ":" in message:
+        return message  # the validator named the key itself
+    return f"{loc}: {message}" if loc else message
+
+
+def load_settings(path: str | Path | None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise `ConfigError` (one line)."""
+    data: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of keys")
+    saved = None
+    if environ is not None:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (ValueError, TypeError) as exc:  # e.g. a bad JSON value in an env override
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for logs and /status."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
