@@ -319,7 +319,6 @@ class ClusterReconciler:
         status = self.status
         while True:
             received = False
-            status.resume_version = version
             try:
                 stream = self._source.watch(version)
                 try:
@@ -376,6 +375,7 @@ class ClusterReconciler:
     def _mark_progress(self, version: int) -> None:
         if version > self._seen_version:
             self._seen_version = version
+            self.status.resume_version = version
         self._progress.set()
 
     def _note_error(self, message: str) -> None:

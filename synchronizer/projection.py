@@ -117,7 +117,8 @@ def pod_fields(pod: Mapping[str, Any], *, biz_id: int) -> tuple[ObjectKey, int, 
     status = _mapping(pod.get("status"), "status")
     set_name = annotations.get(SET_ANNOTATION)
     module_name = annotations.get(MODULE_ANNOTATION)
-    if not (isinstance(set_name, str) and set_name and isinstance(module_name, str) and module_name):
+    both = isinstance(set_name, str) and set_name and isinstance(module_name, str) and module_name
+    if not both:
         set_name, module_name = DEFAULT_SET, DEFAULT_MODULE
     fields: dict[str, Any] = {
         "namespace": namespace,
