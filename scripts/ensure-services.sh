@@ -24,7 +24,7 @@ apt_install() {
 
 mysql_ok() { mysql --protocol=tcp -h127.0.0.1 -P"$1" -uroot -e 'select 1' >/dev/null 2>&1; }
 
-apt_install zookeeper default-jre-headless mariadb-client prometheus
+apt_install zookeeper default-jre-headless mariadb-client prometheus chromium
 
 if command -v mysql >/dev/null && mysql_ok 3306; then
   echo "BKCMDB_TEST_MYSQL=mysql://root@127.0.0.1:3306" >> "$out"

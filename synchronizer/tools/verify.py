@@ -1,0 +1,311 @@
+"""`verify`: list each cluster, compare it with the CMDB's rows, report drift. Read-only.
+
+Why it exists: the synchronizer claims convergence; an operator (and the demo, and the
+tests) need an independent check of that claim that trusts nothing the service keeps in
+memory. It lists the cluster through the same `KubePodSource` (one consistent snapshot at
+one resourceVersion, restarted from scratch on 410 Expired), projects every Pod with the
+same `project()`, reads the store's rows, and classifies:
+
+- `missing`: a live Pod with no Active row (no row, or a tombstone);
+- `stale`: an Active row whose checksum or stored columns differ from the Pod's
+  projection. A row at an older resource_version with identical content is *not* stale:
+  a full sync sends nothing for a Pod whose checksum is unchanged, so the row rightly
+  keeps the version it was written at;
+- `extra`: an Active row whose Pod is gone: the row a full sync would tombstone.
+
+The list and the rows cannot be read at one instant, so a Pod changed in between could
+look like drift. The rows are read *after* the list: a row whose resource_version is
+newer than the list's version then reflects a change made after the list (a Pod created,
+changed or deleted since), and it is not counted as drift either way (the report counts
+such rows as `newer_rows`). Every other row is judged against the list.
+
+Nothing is written: no row or lease is changed, and a missing SQLite file is an error
+rather than created. (Opening the store runs its schema check, as every open does: on a
+MySQL database without the tables that creates them, empty.)
+
+Exit codes: 0 no drift, 1 drift, 2 error (an unknown cluster id, an unreachable cluster
+or CMDB: one line each on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from reconciler import Expired, ReconcilerError, Record, State
+from synchronizer.projection import COLUMNS
+from synchronizer.settings import ClusterSettings, Settings, redact_dsn
+
+from .check import PROG, first_line, scrub, sqlite_missing
+
+KINDS = ("missing", "stale", "extra")
+EXAMPLES = 5
+"""Offending uids kept per kind and cluster, so a report stays readable at 100k drifts."""
+LIST_ATTEMPTS = 5
+"""Lists restarted after 410 Expired before giving up (each restart is a full list)."""
+CONCURRENCY = 4
+"""Clusters verified at once: each holds its listed Pods in memory while compared."""
+
+
+class VerifyError(Exception):
+    """A cluster or the CMDB could not be read; the message is one line."""
+
+
+@dataclass(slots=True)
+class ClusterDrift:
+    """The comparison of one cluster with its rows."""
+
+    cluster: str
+    list_version: int = 0
+    listed: int = 0
+    active_rows: int = 0
+    newer: int = 0
+    """Rows changed after the list (version above the list's): not judged."""
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    examples: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {k: [] for k in KINDS})
+
+    def add(self, kind: str, example: dict[str, Any]) -> None:
+        """Count one drift of `kind`, keeping the first few as examples."""
+        self.counts[kind] += 1
+        if len(self.examples[kind]) < EXAMPLES:
+            self.examples[kind].append(example)
+
+    @property
+    def drift(self) -> int:
+        """Drifted rows of every kind."""
+        return sum(self.counts.values())
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of one `verify` run over several clusters."""
+
+    clusters: list[ClusterDrift] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def total(self, kind: str) -> int:
+        """Drift of `kind` over every cluster checked."""
+        return sum(c.counts[kind] for c in self.clusters)
+
+    @property
+    def exit_code(self) -> int:
+        """2 on any error, else 1 on any drift, else 0."""
+        if self.errors:
+            return 2
+        return 1 if any(c.drift for c in self.clusters) else 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The `--json` document: integer totals, per-cluster counts, bounded examples."""
+        doc: dict[str, Any] = {kind: self.total(kind) for kind in KINDS}
+        doc["clusters"] = {c.cluster: dict(c.counts) for c in self.clusters}
+        doc["examples"] = {c.cluster: {k: v for k, v in c.examples.items() if v}
+                           for c in self.clusters if c.drift}
+        doc["listed"] = {c.cluster: {"pods": c.listed, "version": c.list_version,
+                                     "active_rows": c.active_rows, "newer_rows": c.newer}
+                         for c in self.clusters}
+        if self.errors:
+            doc["errors"] = dict(self.errors)
+        return doc
+
+
+def _differing(row: Mapping[str, Any], record: Record) -> list[str]:
+    """The stored columns of `row` that differ from the live projection (checksum too)."""
+    fields = record.fields
+    names = [c for c in COLUMNS if row.get(c) != fields.get(c)]
+    if row.get("checksum") != record.checksum:
+        names.append("checksum")
+    return names
+
+
+def compare(cluster: str, version: int, live: Mapping[str, Record],
+            rows: Iterable[Mapping[str, Any]]) -> ClusterDrift:
+    """Classify a cluster's rows against one list at `version`; see the module docstring."""
+    result = ClusterDrift(cluster=cluster, list_version=version, listed=len(live))
+    seen: set[str] = set()
+    for row in rows:
+        uid = row["uid"]
+        active = row["state"] == State.ACTIVE.value
+        result.active_rows += active
+        record = live.get(uid)
+        if record is not None:
+            seen.add(uid)
+        if int(row["resource_version"]) > version:
+            result.newer += 1
+            continue
+        where = {"uid": uid, "namespace": row.get("namespace"), "name": row.get("name")}
+        if record is None:
+            if active:
+                result.add("extra", where)
+        elif not active:
+            result.add("missing", where | {"row": "Deleted"})
+        else:
+            differing = _differing(row, record)
+            if differing:
+                result.add("stale", where | {"columns": differing})
+    for uid, record in live.items():
+        if uid not in seen:
+            result.add("missing", {"uid": uid, "namespace": record.fields.get("namespace"),
+                                   "name": record.fields.get("name")})
+    return result
+
+
+async def list_cluster(source: Any) -> tuple[int, dict[str, Record]]:
+    """One consistent list of a cluster as (version, records by uid); restart on Expired."""
+    for attempt in range(1, LIST_ATTEMPTS + 1):
+        live: dict[str, Record] = {}
+        version: int | None = None
+        try:
+            async for page in source.list():
+                version = page.version
+                for record in page.records:
+                    live[record.key] = record
+        except Expired:
+            if attempt == LIST_ATTEMPTS:
+                raise
+            continue
+        if version is None:
+            raise VerifyError("the list returned no page")
+        return version, live
+    raise AssertionError("unreachable")
+
+
+async def verify_one(spec: ClusterSettings, settings: Settings, store: Any) -> ClusterDrift:
+    """List one cluster, then read its rows (in that order: see the module docstring)."""
+    from synchronizer.app import endpoint_of
+    from synchronizer.kube import KubePodSource
+
+    source = KubePodSource(endpoint_of(spec), cluster_id=spec.id, biz_id=spec.biz_id,
+                           page_size=settings.sync.page_size)
+    try:
+        version, live = await list_cluster(source)
+    except (ReconcilerError, VerifyError, ValueError, OSError) as exc:
+        where = redact_dsn(spec.server) if spec.server else spec.kubeconfig or "in-cluster"
+        detail = first_line(exc).removeprefix(f"cluster {spec.id}: ")
+        raise VerifyError(f"{where}: {detail}") from None
+    finally:
+        await source.aclose()
+    try:
+        rows = await store.rows(spec.id)
+    except Exception as exc:  # the store's error, one line, no secret
+        raise VerifyError(f"cmdb: {first_line(exc)}") from None
+    return compare(spec.id, version, live, rows)
+
+
+async def open_readonly_store(dsn: str) -> Any:
+    """Open the CMDB for reading; raise `VerifyError` (one line, no password) if it fails.
+
+    A missing SQLite file is an error, not something to create: verify never writes.
+    """
+    from synchronizer.cmdb import open_store
+
+    shown = redact_dsn(dsn)
+    missing, _ = sqlite_missing(dsn)
+    if missing:
+        raise VerifyError(f"cmdb.dsn: {shown}: no such database file")
+    try:
+        return await open_store(dsn)
+    except Exception as exc:
+        raise VerifyError(scrub(f"cmdb.dsn: cannot reach {shown}: {first_line(exc)}",
+                                dsn)) from None
+
+
+async def run_verify(settings: Settings, clusters: list[str] | None = None,
+                     store: Any = None) -> Report:
+    """Verify the selected clusters (all when None); uses `store` or opens the CMDB.
+
+    Raises `VerifyError` for an unknown cluster id or an unreachable CMDB; a cluster that
+    cannot be listed is recorded in `Report.errors` and the others are still checked.
+    """
+    specs = {c.id: c for c in settings.clusters}
+    wanted = list(dict.fromkeys(clusters)) if clusters else list(specs)
+    unknown = [c for c in wanted if c not in specs]
+    if unknown:
+        known = ", ".join(specs) or "none"
+        raise VerifyError(f"unknown cluster {', '.join(unknown)} (configured: {known})")
+    own = store is None
+    if own:
+        store = await open_readonly_store(settings.cmdb.dsn.get_secret_value())
+    report = Report()
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(cluster_id: str) -> ClusterDrift | None:
+        async with gate:
+            try:
+                return await verify_one(specs[cluster_id], settings, store)
+            except VerifyError as exc:
+                report.errors[cluster_id] = str(exc)
+                return None
+
+    try:
+        results = await asyncio.gather(*(one(c) for c in wanted))
+    finally:
+        if own:
+            await store.close()
+    report.clusters = [r for r in results if r is not None]
+    return report
+
+
+def render(report: Report, console: Console) -> None:
+    """The human report: one table row per cluster, then a few examples of each drift."""
+    if not report.clusters:
+        console.print(f"[red]error[/]: no cluster could be checked ({len(report.errors)} failed)")
+        return
+    table = Table(title="CMDB drift", title_justify="left", header_style="bold")
+    for name, justify in (("cluster", "left"), ("version", "right"), ("pods", "right"),
+                          ("active rows", "right"), ("missing", "right"), ("stale", "right"),
+                          ("extra", "right"), ("result", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for c in report.clusters:
+        result = "[green]in sync[/]" if not c.drift else "[red]drift[/]"
+        table.add_row(c.cluster, str(c.list_version), f"{c.listed:,}", f"{c.active_rows:,}",
+                      *(f"{c.counts[k]:,}" for k in KINDS), result)
+    for cluster_id in report.errors:
+        table.add_row(cluster_id, "", "", "", "", "", "", "[red]error[/]")
+    console.print(table)
+    for c in report.clusters:
+        for kind in KINDS:
+            for ex in c.examples[kind]:
+                extra = ""
+                if "columns" in ex:
+                    extra = f" columns {', '.join(ex['columns'])}"
+                elif "row" in ex:
+                    extra = " (row is a tombstone)"
+                console.print(f"  {c.cluster} {kind}: {ex['namespace']}/{ex['name']} "
+                              f"uid {ex['uid']}{extra}", highlight=False, markup=False)
+    totals = ", ".join(f"{report.total(k)} {k}" for k in KINDS)
+    newer = sum(c.newer for c in report.clusters)
+    if newer:
+        console.print(f"[dim]{newer:,} row(s) changed after the list were not judged[/]")
+    if report.errors:
+        console.print(f"[red]error[/]: {len(report.errors)} cluster(s) could not be checked")
+    elif report.exit_code == 0:
+        console.print(f"[green]no drift[/]: {sum(c.listed for c in report.clusters):,} pods "
+                      f"in {len(report.clusters)} cluster(s) match the CMDB")
+    else:
+        console.print(f"[red]drift[/]: {totals} ('extra' rows are the ones a full sync "
+                      "would tombstone)")
+
+
+async def verify_command(settings: Settings, clusters: list[str] | None = None,
+                         as_json: bool = False) -> int:
+    """The `verify` command: run, print (a table, or one JSON object), return the exit code."""
+    try:
+        report = await run_verify(settings, clusters)
+    except VerifyError as exc:
+        print(f"{PROG}: verify: {exc}", file=sys.stderr)
+        return 2
+    for cluster_id, error in report.errors.items():
+        print(f"{PROG}: verify: cluster {cluster_id}: {error}", file=sys.stderr)
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.as_json()).decode() + "\n")
+    else:
+        render(report, Console())
+    return report.exit_code

@@ -1,0 +1,87 @@
+"""The status page in a real headless browser (Debian's chromium, driven by Playwright).
+
+The instance runs in this process against the simulator; the browser loads GET /, which
+polls /status. The test waits for DOM changes (Playwright's `wait_for_function`), never
+sleeps: first the cluster's row showing `watching` and its pod count, then, after Pods are
+created in the simulator, the count moving to the new number.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+from tools_support import caught_up, populated, running, settings_for
+
+from synchronizer.simulator import Simulator, make_pod
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+WAIT_MS = 20_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium; Playwright never downloads a browser of its own here."""
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/ensure-services.sh)"
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def _cell(cluster: str, field: str) -> str:
+    return f'tr[data-cluster="{cluster}"] td[data-field="{field}"]'
+
+
+async def test_page_shows_clusters_and_follows_changes(
+    sim: Simulator, sqlite_dsn: str, browser: Browser, tmp_path: Path
+) -> None:
+    cluster = await populated(sim, "east", 40)
+    await populated(sim, "west", 7, seed=5)
+    async with running(settings_for(sim, sqlite_dsn, ["east", "west"])) as instance:
+        await caught_up(instance, sim, ["east", "west"])
+        base = f"http://127.0.0.1:{instance.http.bound[0]}"
+        page = await browser.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        failures: list[str] = []
+        page.on("pageerror", lambda exc: failures.append(str(exc)))
+        await page.goto(base + "/")
+        assert await page.title() == "bkcmdb-synchronizer"
+
+        await page.wait_for_function(
+            """([east, west]) => {
+                const e = document.querySelector(east), w = document.querySelector(west);
+                return e && w && e.textContent === "40" && w.textContent === "7";
+            }""", arg=[_cell("east", "pods"), _cell("west", "pods")], timeout=WAIT_MS)
+        assert await page.text_content(_cell("east", "state")) == "watching"
+        assert await page.text_content("#instance") == "test"
+        assert await page.text_content("#ready") == "ready"
+        assert await page.text_content("#role") == "master"
+        assert await page.text_content("#cluster-count") == "2"
+        last_sync = await page.text_content(_cell("east", "last_full_sync"))
+        assert last_sync and "ago" in last_sync
+
+        rng = random.Random(11)
+        for n in range(5):
+            cluster.create(make_pod("ns-1", f"late-{n}", rng=rng))
+        await caught_up(instance, sim, ["east"])
+        await page.wait_for_function(
+            "(sel) => document.querySelector(sel)?.textContent === '45'",
+            arg=_cell("east", "pods"), timeout=WAIT_MS)
+        await page.wait_for_function(
+            "() => document.querySelector('#total-pods').textContent === '52'",
+            timeout=WAIT_MS)
+        await page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
+
+    # Self-contained: the page fetched nothing but itself and ./status from the instance.
+    assert requested and all(url.startswith(base + "/") for url in requested), requested
+    assert {url.removeprefix(base) for url in requested} <= {"/", "/status"}
+    assert failures == []
