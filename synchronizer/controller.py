@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler import ClusterId, ClusterReconciler, Fence, Fenced, Metrics
 from reconciler._backoff import Backoff
@@ -35,6 +35,7 @@ class _Running:
     stopping: bool = False
     error: str | None = None
     restarts: int = 0
+    live: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Controller:
@@ -65,6 +66,16 @@ class Controller:
         """The live reconciler of `cluster`, if one runs."""
         running = self._running.get(cluster)
         return running.reconciler if running else None
+
+    async def wait_running(self, cluster: ClusterId) -> ClusterReconciler:
+        """Wait until `cluster` has a live reconciler (it may still be in its first sync)."""
+        while True:
+            running = self._running.get(cluster)
+            if running is None:
+                raise LookupError(f"cluster {cluster} is not owned here")
+            await running.live.wait()
+            if running.reconciler is not None:
+                return running.reconciler
 
     async def run(self, owned: AsyncIterator[Mapping[ClusterId, Fence]]) -> None:
         """Follow the owned sets until the iterator ends or this task is cancelled."""
@@ -131,6 +142,7 @@ class Controller:
             try:
                 async with self._factory(cluster, running.fence) as reconciler:
                     running.reconciler = reconciler
+                    running.live.set()
                     if running.stopping:
                         reconciler.stop()
                     await reconciler.run()
@@ -150,4 +162,5 @@ class Controller:
             running.restarts += 1
             self._metrics.inc("reconciler_restarts_total", labels)
             running.reconciler = None
+            running.live.clear()
             await backoff.sleep()
