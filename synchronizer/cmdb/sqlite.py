@@ -1,0 +1,337 @@
+"""The embedded CMDB: SQLite, with the same tables, rule and leases as MySQL.
+
+Why threads and not aiosqlite: a transaction here is several statements (fence check,
+chunks of upserts, maybe a row-by-row retry and dead letters) that must not interleave with
+another coroutine's on the same connection. Running each whole transaction as one plain
+`sqlite3` function on a dedicated single-thread executor makes that true by construction
+and costs one thread hop per batch instead of one per statement. A second thread with its
+own connection serves reads, which WAL lets proceed while a write is in progress.
+
+Write transactions start with `BEGIN IMMEDIATE`, taking SQLite's write lock up front, so
+the fence check and the write see and hold the same state, and two processes on one file
+queue on the busy timeout instead of failing with a lock upgrade error.
+
+The merge rule is one statement per chunk: `INSERT ... ON CONFLICT DO UPDATE SET ... WHERE`
+with `excluded.` values. SQLite evaluates every SET expression against the row as it was
+before the update, so, unlike MySQL, no column's new value can leak into another's guard.
+Leases use this machine's clock: an SQLite file is only ever shared by processes on one
+host, so there is no skew to guard against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from reconciler import (
+    ApplyResult,
+    ClusterId,
+    Fence,
+    Fenced,
+    ObjectKey,
+    Record,
+    Stamp,
+    State,
+    StoreError,
+    Transient,
+)
+from synchronizer.projection import COLUMNS
+
+from . import schema
+
+T = TypeVar("T")
+BUSY_TIMEOUT = 30.0
+"""Seconds a statement waits for another process's write lock before failing (Transient)."""
+CHUNK_ROWS = 500
+"""Rows per statement: 17 parameters each stays far below SQLite's 32766 variables."""
+_TRANSIENT_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
+                    "SQLITE_CANTOPEN", "SQLITE_PROTOCOL", "SQLITE_INTERRUPT")
+_STATES = {state.value: state for state in State}
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A row the database refused (constraint, type): isolate it, do not retry it."""
+    return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | UnicodeEncodeError
+                      | OverflowError)
+
+
+def _translate(exc: Exception) -> StoreError:
+    """Map an sqlite3 error to the engine's kinds: busy/IO is worth a retry, the rest not."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if isinstance(exc, sqlite3.OperationalError) and name.startswith(_TRANSIENT_CODES):
+        return Transient(f"sqlite: {exc}")
+    return StoreError(f"sqlite: {type(exc).__name__}: {exc}")
+
+
+@lru_cache(maxsize=8)
+def _upsert_sql(rows: int) -> str:
+    """The conditional upsert of `rows` rows: the whole merge rule in one statement."""
+    full = "excluded.checksum <> pods.checksum AND excluded.state = 'Active'"
+    assignments = [f"{c} = CASE WHEN {full} THEN excluded.{c} ELSE pods.{c} END" for c in COLUMNS]
+    assignments += [
+        "state = CASE WHEN excluded.checksum <> pods.checksum THEN excluded.state"
+        " ELSE pods.state END",
+        "checksum = excluded.checksum",
+        "resource_version = excluded.resource_version",
+        "query_at = excluded.query_at",
+    ]
+    one = "(" + ", ".join("?" * len(schema.POD_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO pods ({', '.join(schema.POD_COLUMNS)}) VALUES {', '.join([one] * rows)}"
+        f" ON CONFLICT (cluster_id, uid) DO UPDATE SET {', '.join(assignments)}"
+        " WHERE excluded.resource_version > pods.resource_version"
+    )
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction holding SQLite's write lock from its first statement."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _now() -> str:
+    return schema.db_time(datetime.now(UTC))
+
+
+class _Worker:
+    """One sqlite3 connection used only from its own thread; jobs run one at a time."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    def _run(self, job: Callable[..., T], *args: Any) -> T:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        return job(self._conn, *args)
+
+    async def call(self, job: Callable[..., T], *args: Any) -> T:
+        """Run `job(connection, *args)` in the worker thread; translate sqlite3 errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, partial(self._run, job, *args))
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    async def close(self) -> None:
+        """Close the connection in its own thread, then let the thread end."""
+        def shut(conn: sqlite3.Connection) -> None:
+            conn.close()
+            self._conn = None
+        if self._conn is not None:
+            await self.call(shut)
+        self._pool.shutdown(wait=False)
+
+
+def _check_fence(conn: sqlite3.Connection, cluster: str, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    row = conn.execute("SELECT owner, epoch FROM leases WHERE cluster_id = ?",
+                       (cluster,)).fetchone()
+    if row is None or row[0] != fence.owner or row[1] != fence.epoch:
+        held = "nobody" if row is None else f"{row[0]} epoch {row[1]}"
+        raise Fenced(f"cluster {cluster}: lease held by {held}, not {fence.owner} "
+                     f"epoch {fence.epoch}")
+
+
+def _apply(conn: sqlite3.Connection, cluster: str, batch: Sequence[Record],
+           fence: Fence | None) -> ApplyResult:
+    """Write a batch in one transaction; on a refused row, redo it row by row (see module)."""
+    records = sorted(batch, key=lambda r: r.key)
+    try:
+        rows = [schema.pod_row(cluster, r) for r in records]
+    except (TypeError, ValueError):
+        rows = []
+    else:
+        try:
+            with _immediate(conn):
+                _check_fence(conn, cluster, fence)
+                written = 0
+                for start in range(0, len(rows), CHUNK_ROWS):
+                    chunk = rows[start:start + CHUNK_ROWS]
+                    flat = [value for row in chunk for value in row]
+                    written += conn.execute(_upsert_sql(len(chunk)), flat).rowcount
+            return ApplyResult(written=written, unchanged=len(rows) - written)
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+    return _apply_rows(conn, cluster, records, fence)
+
+
+def _apply_rows(conn: sqlite3.Connection, cluster: str, records: Sequence[Record],
+                fence: Fence | None) -> ApplyResult:
+    """Write each record in its own statement of one transaction; dead-letter the refused."""
+    written = 0
+    rejected: list[tuple[ObjectKey, str]] = []
+    with _immediate(conn):
+        _check_fence(conn, cluster, fence)
+        for record in records:
+            try:
+                row = schema.pod_row(cluster, record)
+                written += conn.execute(_upsert_sql(1), row).rowcount
+            except Exception as exc:
+                if not (_is_data_error(exc) or isinstance(exc, TypeError | ValueError)):
+                    raise
+                error = schema.clean_text(f"{exc}", schema.ERROR_LIMIT)
+                rejected.append((record.key, error))
+                conn.execute(
+                    'INSERT INTO dead_letters (cluster_id, uid, error, payload, "at")'
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (schema.clean_text(cluster, schema.KEY_LIMIT),
+                     schema.clean_text(record.key, 255), error,
+                     schema.dead_letter_payload(record), _now()),
+                )
+    return ApplyResult(written=written, unchanged=len(records) - written - len(rejected),
+                       rejected=tuple(rejected))
+
+
+def _acquire(conn: sqlite3.Connection, cluster: str, fence: Fence, ttl: float) -> bool:
+    now = datetime.now(UTC)
+    with _immediate(conn):
+        return conn.execute(
+            "INSERT INTO leases (cluster_id, owner, epoch, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (cluster_id) DO UPDATE SET owner = excluded.owner,"
+            " epoch = excluded.epoch, expires_at = excluded.expires_at"
+            " WHERE leases.expires_at <= ? OR leases.epoch < excluded.epoch"
+            " OR (leases.owner = excluded.owner AND leases.epoch <= excluded.epoch)",
+            (cluster, fence.owner, fence.epoch,
+             schema.db_time(now + timedelta(seconds=max(ttl, 0.0))), schema.db_time(now)),
+        ).rowcount == 1
+
+
+def parse_dsn(dsn: str) -> str:
+    """Return the file path of `sqlite:///path` (relative) or `sqlite:////abs/path`."""
+    parts = urlsplit(dsn)
+    if parts.scheme != "sqlite" or not dsn.startswith("sqlite:///"):
+        raise ValueError("sqlite DSN must look like sqlite:///relative/path.db or "
+                         "sqlite:////absolute/path.db")
+    if parts.query:
+        raise ValueError(f"sqlite DSN takes no parameters, got {parts.query!r}")
+    path = dsn[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:" or path.endswith("/"):
+        raise ValueError("sqlite DSN names no database file")
+    return path
+
+
+class SQLiteStore:
+    """`reconciler.Store` and `reconciler.Leases` on an SQLite file (the embedded CMDB)."""
+
+    def __init__(self, path: str) -> None:
+        """Prefer `await SQLiteStore.open(dsn)`, which also creates the tables."""
+        self.path = path
+        self._writer = _Worker(path, "cmdb-sqlite-writer")
+        self._reader = _Worker(path, "cmdb-sqlite-reader")
+
+    @property
+    def dsn(self) -> str:
+        """The DSN, for logs and /status (an SQLite DSN holds no secret)."""
+        return f"sqlite:///{self.path}"
+
+    @classmethod
+    async def open(cls, dsn: str) -> SQLiteStore:
+        """Open (creating the file, its directory and the tables if missing)."""
+        path = parse_dsn(dsn)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path)
+        try:
+            await store._writer.call(schema.migrate_sqlite)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+        """Version, checksum and state of every row of `cluster` (the full-sync diff's B)."""
+        def job(conn: sqlite3.Connection) -> dict[ObjectKey, Stamp]:
+            cur = conn.execute("SELECT uid, resource_version, checksum, state FROM pods"
+                               " WHERE cluster_id = ?", (cluster,))
+            return {uid: Stamp(version, checksum, _STATES[state])
+                    for uid, version, checksum, state in cur}
+        return await self._reader.call(job)
+
+    async def apply(self, cluster: ClusterId, batch: Sequence[Record], *,
+                    fence: Fence | None = None) -> ApplyResult:
+        """Write `batch` under the merge rule in one transaction (fenced when `fence`)."""
+        if not batch:
+            return ApplyResult()
+        return await self._writer.call(_apply, cluster, batch, fence)
+
+    async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
+        """Take or renew `cluster`'s lease for `ttl` seconds; True when `fence` holds it."""
+        return await self._writer.call(_acquire, cluster, fence, ttl)
+
+    async def release(self, cluster: ClusterId, fence: Fence) -> None:
+        """Drop the lease if `fence` holds it: a successor need not wait, our writes fence."""
+        def job(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                conn.execute("DELETE FROM leases WHERE cluster_id = ? AND owner = ? AND epoch = ?",
+                             (cluster, fence.owner, fence.epoch))
+        await self._writer.call(job)
+
+    async def lease(self, cluster: ClusterId) -> dict[str, Any] | None:
+        """The lease row of `cluster` (owner, epoch, expires_at), expired or not; None if free."""
+        def job(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT owner, epoch, expires_at FROM leases WHERE cluster_id = ?",
+                               (cluster,)).fetchone()
+            if row is None:
+                return None
+            return {"owner": row[0], "epoch": row[1], "expires_at": schema.from_db_time(row[2])}
+        return await self._reader.call(job)
+
+    async def count_by_state(self, cluster: ClusterId) -> dict[str, int]:
+        """Rows of `cluster` per state, both states always present (for /status)."""
+        def job(conn: sqlite3.Connection) -> dict[str, int]:
+            counts = dict.fromkeys(_STATES, 0)
+            for state, n in conn.execute("SELECT state, COUNT(*) FROM pods WHERE cluster_id = ?"
+                                         " GROUP BY state", (cluster,)):
+                counts[state] = n
+            return counts
+        return await self._reader.call(job)
+
+    async def rows(self, cluster: ClusterId) -> list[dict[str, Any]]:
+        """Every column of every row of `cluster`, by uid; query_at as aware UTC datetime."""
+        def job(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute(f"SELECT {', '.join(schema.POD_COLUMNS)} FROM pods"
+                               " WHERE cluster_id = ? ORDER BY uid", (cluster,))
+            out = [dict(zip(schema.POD_COLUMNS, row, strict=True)) for row in cur]
+            for row in out:
+                row["query_at"] = schema.from_db_time(row["query_at"])
+            return out
+        return await self._reader.call(job)
+
+    async def dead_letters(self, cluster: ClusterId) -> list[dict[str, Any]]:
+        """Refused rows of `cluster`, oldest first: uid, error, payload (JSON), at."""
+        def job(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute('SELECT uid, error, payload, "at" FROM dead_letters'
+                               " WHERE cluster_id = ? ORDER BY id", (cluster,))
+            return [{"uid": u, "error": e, "payload": p, "at": schema.from_db_time(a)}
+                    for u, e, p, a in cur]
+        return await self._reader.call(job)
+
+    async def ping(self) -> None:
+        """Raise a `StoreError` unless the file can be read."""
+        await self._reader.call(lambda conn: conn.execute("SELECT 1 FROM pods LIMIT 1").fetchall())
+
+    async def close(self) -> None:
+        """Close both connections; the store is unusable afterwards."""
+        await self._writer.close()
+        await self._reader.close()

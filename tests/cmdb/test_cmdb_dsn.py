@@ -1,0 +1,53 @@
+"""DSN parsing and the secrecy of passwords; opening a store that cannot be reached."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from reconciler import Transient
+from synchronizer.cmdb import MySQLStore, open_store
+from synchronizer.cmdb.mysql import parse_dsn
+from synchronizer.cmdb.sqlite import parse_dsn as parse_sqlite
+
+
+def test_mysql_dsn_fields():
+    s = parse_dsn("mysql://us%40er:p%3Ass@db.example:3307/cmdb?pool_size=4&timeout=5")
+    assert (s.driver, s.host, s.port, s.user, s.password, s.database) == (
+        "asyncmy", "db.example", 3307, "us@er", "p:ss", "cmdb")
+    assert (s.pool_size, s.timeout) == (4, 5.0)
+    assert parse_dsn("mysql+aiomysql://root@h/d").driver == "aiomysql"
+    assert "p:ss" not in repr(s) and "p:ss" not in s.redacted
+
+
+@pytest.mark.parametrize(("dsn", "words"), [
+    ("", "empty"),
+    ("postgres://u:secret@h/d", "not supported"),
+    ("mysql+pg://u:secret@h/d", "scheme"),
+    ("mysql://u:secret@h", "no database"),
+    ("mysql://u:secret@h:99999/d", "port"),
+    ("mysql://u:secret@h/d?pool=3", "'pool' is unknown"),
+    ("mysql://u:secret@h/d?timeout=soon", "timeout must be a number"),
+    ("sqlite://", "sqlite:///"),
+    ("sqlite:///", "names no database file"),
+    ("sqlite:///x.db?mode=ro", "no parameters"),
+])
+async def test_bad_dsn_is_one_line_value_error(dsn, words):
+    with pytest.raises(ValueError, match=words) as info:
+        await open_store(dsn)
+    assert "\n" not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_sqlite_paths():
+    assert parse_sqlite("sqlite:///relative/cmdb.db") == "relative/cmdb.db"
+    assert parse_sqlite("sqlite:////abs/cmdb.db") == "/abs/cmdb.db"
+
+
+async def test_unreachable_mysql_is_transient_and_hides_password():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(Transient) as info:
+        await MySQLStore.open(f"mysql://root:hunter2@127.0.0.1:{port}/cmdb?connect_timeout=2")
+    assert "hunter2" not in str(info.value) and str(port) in str(info.value)

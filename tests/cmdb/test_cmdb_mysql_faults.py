@@ -1,0 +1,84 @@
+"""MariaDB-only faults: a lock held past the store's timeout, killed pooled connections.
+
+Both must surface as `reconciler.Transient` (the engine retries with backoff) and leave the
+pool usable: the broken connection is discarded, the next apply succeeds.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pymysql
+import pytest
+from cmdb_support import CLUSTER, active, expected
+
+from reconciler import ApplyResult, Transient
+from synchronizer.cmdb import open_store
+
+
+def admin(dsn: str) -> pymysql.connections.Connection:
+    u = urlsplit(dsn)
+    return pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
+                           password=u.password or "", database=u.path.lstrip("/"))
+
+
+async def test_lock_held_past_timeout_is_transient(mysql_dsn):
+    store = await open_store(mysql_dsn + "?timeout=1")
+    try:
+        await store.apply(CLUSTER, [active("p1", 5)])
+        other = admin(mysql_dsn)
+        try:
+            with other.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.execute("SELECT * FROM pods WHERE uid = 'p1' FOR UPDATE")
+                with pytest.raises(Transient, match="no answer within 1 s"):
+                    await store.apply(CLUSTER, [active("p1", 9, 1)])
+                other.rollback()
+        finally:
+            other.close()
+        assert await store.apply(CLUSTER, [active("p1", 9, 1)]) == ApplyResult(written=1)
+        assert await store.rows(CLUSTER) == [expected(active("p1", 9, 1))]
+    finally:
+        await store.close()
+
+
+async def test_killed_connections_are_transient_then_replaced(mysql_dsn):
+    store = await open_store(mysql_dsn)
+    try:
+        await store.apply(CLUSTER, [active("p1", 5)])
+        database = urlsplit(mysql_dsn).path.lstrip("/")
+        other = admin(mysql_dsn)
+        try:
+            with other.cursor() as cur:
+                cur.execute("SELECT id FROM information_schema.processlist"
+                            " WHERE db = %s AND id <> CONNECTION_ID()", (database,))
+                victims = [row[0] for row in cur.fetchall()]
+                assert victims
+                for victim in victims:
+                    cur.execute(f"KILL CONNECTION {int(victim)}")
+        finally:
+            other.close()
+        try:
+            await store.apply(CLUSTER, [active("p1", 7, 1)])
+        except Transient:
+            pass  # the pooled connection was dead; the engine would retry
+        assert await store.apply(CLUSTER, [active("p1", 9, 2)]) == ApplyResult(written=1)
+        assert await store.rows(CLUSTER) == [expected(active("p1", 9, 2))]
+    finally:
+        await store.close()
+
+
+async def test_aiomysql_driver_applies_the_same_rule(mysql_dsn):
+    """The alternative driver (text protocol, multi-row rewrite) keeps rule and counts."""
+    store = await open_store(mysql_dsn.replace("mysql://", "mysql+aiomysql://", 1))
+    try:
+        a5, a9, b7 = active("p1", 5, 0), active("p1", 9, 0), active("p1", 7, 1)
+        assert await store.apply(CLUSTER, [a5, active("p2", 5)]) == ApplyResult(written=2)
+        assert await store.apply(CLUSTER, [a9, active("p2", 4, 1)]) == ApplyResult(1, 1)
+        assert await store.apply(CLUSTER, [b7]) == ApplyResult(written=0, unchanged=1)
+        result = await store.apply(CLUSTER, [active("p3", 1), active("p4", 1, name="x" * 300)])
+        assert (result.written, [k for k, _ in result.rejected]) == (1, ["p4"])
+        rows = await store.rows(CLUSTER)
+        assert rows[0] == expected(a9) and [r["uid"] for r in rows] == ["p1", "p2", "p3"]
+    finally:
+        await store.close()
