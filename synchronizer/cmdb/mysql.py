@@ -169,13 +169,20 @@ def parse_dsn(dsn: str) -> MySQLSettings:
 
 _ACT = ("IF(VALUES(resource_version) <= resource_version, 0,"
         " IF(VALUES(checksum) = checksum, 1, IF(VALUES(state) = 'Active', 2, 3)))")
+_SAME = "VALUES(checksum) = checksum AND VALUES(state) = state"
+_ACT_REPAIR = (f"IF(VALUES(resource_version) < resource_version OR (VALUES(resource_version)"
+               f" = resource_version AND {_SAME}), 0,"
+               f" IF({_SAME}, 1, IF(VALUES(state) = 'Active', 2, 3)))")
+"""For full-sync records (`Record.repair`): also act at an equal version when content or
+state differ, which repairs rows edited out of band."""
 
 
-def _upsert_sql() -> str:
+def _upsert_sql(*, repair: bool = False) -> str:
     """The conditional upsert of one row (the decision is made once, see the module)."""
     first, second, *rest = COLUMNS
+    act = _ACT_REPAIR if repair else _ACT
     assignments = [
-        f"`{first}` = IF((@bk_act := {_ACT}) = 2, VALUES(`{first}`), `{first}`)",
+        f"`{first}` = IF((@bk_act := {act}) = 2, VALUES(`{first}`), `{first}`)",
         f"`{second}` = IF((@bk_dup := COALESCE(@bk_dup, 0) + 1) > 0"
         f" AND (@bk_chg := COALESCE(@bk_chg, 0) + (@bk_act > 0)) >= 0"
         f" AND @bk_act = 2, VALUES(`{second}`), `{second}`)",
@@ -192,6 +199,7 @@ def _upsert_sql() -> str:
 
 
 _UPSERT = _upsert_sql()
+_UPSERT_REPAIR = _upsert_sql(repair=True)
 
 
 _ACQUIRE = (
@@ -335,8 +343,11 @@ class MySQLStore:
             async with self._guard(f"apply to {cluster}"), self._transaction() as cur:
                 await self._check_fence(cur, cluster, fence)
                 await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
-                for chunk in _chunks(rows):
-                    await cur.executemany(_UPSERT, chunk)
+                for statement, repair in ((_UPSERT, False), (_UPSERT_REPAIR, True)):
+                    group = [row for row, r in zip(rows, records, strict=True)
+                             if r.repair is repair]
+                    for chunk in _chunks(group):
+                        await cur.executemany(statement, chunk)
                 await cur.execute("SELECT @bk_dup, @bk_chg")
                 existing, changed = await cur.fetchone()
         except _DataError:
@@ -354,7 +365,8 @@ class MySQLStore:
             await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
             for record in records:
                 try:
-                    await cur.execute(_UPSERT, schema.pod_row(cluster, record))
+                    await cur.execute(_UPSERT_REPAIR if record.repair else _UPSERT,
+                                      schema.pod_row(cluster, record))
                     written += cur.rowcount > 0
                 except Exception as exc:
                     if not (_kind(exc, self._error) == "data"

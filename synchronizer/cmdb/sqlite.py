@@ -71,14 +71,23 @@ def _translate(exc: Exception) -> StoreError:
     return StoreError(f"sqlite: {type(exc).__name__}: {exc}")
 
 
-@lru_cache(maxsize=8)
-def _upsert_sql(rows: int) -> str:
-    """The conditional upsert of `rows` rows: the whole merge rule in one statement."""
-    full = "excluded.checksum <> pods.checksum AND excluded.state = 'Active'"
+@lru_cache(maxsize=16)
+def _upsert_sql(rows: int, repair: bool = False) -> str:
+    """The conditional upsert of `rows` rows: the whole merge rule in one statement.
+
+    `repair` (full-sync records) also acts at an equal version when content or state
+    differ, which repairs rows edited out of band.
+    """
+    differs = "excluded.checksum <> pods.checksum"
+    newer = "excluded.resource_version > pods.resource_version"
+    if repair:
+        differs = f"({differs} OR excluded.state <> pods.state)"
+        newer = (f"({newer} OR (excluded.resource_version = pods.resource_version"
+                 f" AND {differs}))")
+    full = f"{differs} AND excluded.state = 'Active'"
     assignments = [f"{c} = CASE WHEN {full} THEN excluded.{c} ELSE pods.{c} END" for c in COLUMNS]
     assignments += [
-        "state = CASE WHEN excluded.checksum <> pods.checksum THEN excluded.state"
-        " ELSE pods.state END",
+        f"state = CASE WHEN {differs} THEN excluded.state ELSE pods.state END",
         "checksum = excluded.checksum",
         "resource_version = excluded.resource_version",
         "query_at = excluded.query_at",
@@ -87,7 +96,7 @@ def _upsert_sql(rows: int) -> str:
     return (
         f"INSERT INTO pods ({', '.join(schema.POD_COLUMNS)}) VALUES {', '.join([one] * rows)}"
         f" ON CONFLICT (cluster_id, uid) DO UPDATE SET {', '.join(assignments)}"
-        " WHERE excluded.resource_version > pods.resource_version"
+        f" WHERE {newer}"
     )
 
 
@@ -166,10 +175,14 @@ def _apply(conn: sqlite3.Connection, cluster: str, batch: Sequence[Record],
             with _immediate(conn):
                 _check_fence(conn, cluster, fence)
                 written = 0
-                for start in range(0, len(rows), CHUNK_ROWS):
-                    chunk = rows[start:start + CHUNK_ROWS]
-                    flat = [value for row in chunk for value in row]
-                    written += conn.execute(_upsert_sql(len(chunk)), flat).rowcount
+                for repair in (False, True):
+                    group = [row for row, r in zip(rows, records, strict=True)
+                             if r.repair is repair]
+                    for start in range(0, len(group), CHUNK_ROWS):
+                        chunk = group[start:start + CHUNK_ROWS]
+                        flat = [value for row in chunk for value in row]
+                        written += conn.execute(_upsert_sql(len(chunk), repair),
+                                                flat).rowcount
             return ApplyResult(written=written, unchanged=len(rows) - written)
         except Exception as exc:
             if not _is_data_error(exc):
@@ -187,7 +200,7 @@ def _apply_rows(conn: sqlite3.Connection, cluster: str, records: Sequence[Record
         for record in records:
             try:
                 row = schema.pod_row(cluster, record)
-                written += conn.execute(_upsert_sql(1), row).rowcount
+                written += conn.execute(_upsert_sql(1, record.repair), row).rowcount
             except Exception as exc:
                 if not (_is_data_error(exc) or isinstance(exc, TypeError | ValueError)):
                     raise
