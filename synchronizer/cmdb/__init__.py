@@ -56,8 +56,9 @@ class CmdbStore(Store, Leases, Protocol):
         ...
 
 
-async def open_store(dsn: str) -> MySQLStore | SQLiteStore:
-    """Open the CMDB named by `dsn`, creating or migrating its tables.
+async def open_store(dsn: str, *, migrate: bool = True) -> MySQLStore | SQLiteStore:
+    """Open the CMDB named by `dsn`, creating or migrating its tables (unless `migrate` is
+    False, for read-only users such as `verify` and `check-config`).
 
     `mysql://user:pass@host:port/db` (driver asyncmy), `mysql+asyncmy://`,
     `mysql+aiomysql://`, or `sqlite:///relative/path.db` / `sqlite:////absolute/path.db`.
@@ -68,9 +69,9 @@ async def open_store(dsn: str) -> MySQLStore | SQLiteStore:
         raise ValueError("CMDB DSN is empty")
     scheme = urlsplit(dsn.strip()).scheme.lower()
     if scheme == "sqlite":
-        return await SQLiteStore.open(dsn.strip())
+        return await SQLiteStore.open(dsn.strip(), migrate=migrate)
     if scheme.partition("+")[0] == "mysql":
-        return await MySQLStore.open(dsn.strip())
+        return await MySQLStore.open(dsn.strip(), migrate=migrate)
     raise ValueError(f"CMDB DSN scheme {scheme + '://' if scheme else '(none)'} is not "
                      "supported; use mysql:// or sqlite:///")
 

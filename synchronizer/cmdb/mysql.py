@@ -250,8 +250,9 @@ class MySQLStore:
         return f"MySQLStore({self.dsn})"
 
     @classmethod
-    async def open(cls, dsn: str) -> MySQLStore:
-        """Connect, create or migrate the tables, and start the pool.
+    async def open(cls, dsn: str, *, migrate: bool = True) -> MySQLStore:
+        """Connect, create or migrate the tables (unless `migrate` is False: readers such
+        as `verify` must leave no trace), and start the pool.
 
         Raise `ValueError` for a bad DSN, `Transient` when the server cannot be reached.
         """
@@ -266,7 +267,7 @@ class MySQLStore:
             async with asyncio.timeout(settings.timeout):
                 conn = await driver.connect(**common)
                 try:
-                    server, init = await _bootstrap(conn)
+                    server, init = await _bootstrap(conn, migrate=migrate)
                 finally:
                     conn.close()
                 pool = await _create_pool(driver, settings, init, common)
@@ -452,7 +453,7 @@ class MySQLStore:
 
     async def ping(self) -> None:
         """Raise `Transient` (or `StoreError`) unless the server answers a query."""
-        await self._query("ping", "SELECT 1 FROM pods LIMIT 1", ())
+        await self._query("ping", "SELECT 1", ())
 
     async def close(self) -> None:
         """Close the pool, waiting for connections in use to come back."""
@@ -485,7 +486,7 @@ async def _create_pool(driver: Any, settings: MySQLSettings, init: str,
     return await driver.create_pool(**options)
 
 
-async def _bootstrap(conn: Any) -> tuple[str, str]:
+async def _bootstrap(conn: Any, *, migrate: bool = True) -> tuple[str, str]:
     """Read the server's version, build the session set-up, and migrate the schema.
 
     Returns (server version, init command for pooled sessions). The isolation variable is
@@ -504,5 +505,6 @@ async def _bootstrap(conn: Any) -> tuple[str, str]:
             " CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_TRANS_TABLES'))"
         )
         await cur.execute(init)
-        await schema.migrate_mysql(cur)
+        if migrate:
+            await schema.migrate_mysql(cur)
     return str(server), init

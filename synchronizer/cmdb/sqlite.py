@@ -21,6 +21,7 @@ host, so there is no skew to guard against.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -260,13 +261,18 @@ class SQLiteStore:
         return f"sqlite:///{self.path}"
 
     @classmethod
-    async def open(cls, dsn: str) -> SQLiteStore:
-        """Open (creating the file, its directory and the tables if missing)."""
+    async def open(cls, dsn: str, *, migrate: bool = True) -> SQLiteStore:
+        """Open (creating the file, its directory and the tables if missing, unless
+        `migrate` is False: then a missing file is an error and nothing is written)."""
         path = parse_dsn(dsn)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not migrate and not os.path.exists(path):  # noqa: ASYNC240 - one stat call
+            raise StoreError(f"sqlite: no such database file {path}")
+        if migrate:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         store = cls(path)
         try:
-            await store._writer.call(schema.migrate_sqlite)
+            if migrate:
+                await store._writer.call(schema.migrate_sqlite)
         except BaseException:
             await store.close()
             raise
@@ -341,8 +347,8 @@ class SQLiteStore:
         return await self._reader.call(job)
 
     async def ping(self) -> None:
-        """Raise a `StoreError` unless the file can be read."""
-        await self._reader.call(lambda conn: conn.execute("SELECT 1 FROM pods LIMIT 1").fetchall())
+        """Raise a `StoreError` unless the file can be opened and queried."""
+        await self._reader.call(lambda conn: conn.execute("SELECT 1").fetchall())
 
     async def close(self) -> None:
         """Close both connections; the store is unusable afterwards."""

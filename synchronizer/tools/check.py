@@ -81,7 +81,7 @@ async def check_cmdb(dsn: str) -> str | None:
         if missing:
             return None if problem is None else f"cannot create {shown}: {problem}"
         async with asyncio.timeout(CMDB_TIMEOUT):
-            store = await open_store(dsn)
+            store = await open_store(dsn, migrate=False)
             try:
                 await store.ping()
             finally:

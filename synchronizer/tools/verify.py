@@ -211,7 +211,7 @@ async def open_readonly_store(dsn: str) -> Any:
     if missing:
         raise VerifyError(f"cmdb.dsn: {shown}: no such database file")
     try:
-        return await open_store(dsn)
+        return await open_store(dsn, migrate=False)
     except Exception as exc:
         raise VerifyError(scrub(f"cmdb.dsn: cannot reach {shown}: {first_line(exc)}",
                                 dsn)) from None

@@ -51,3 +51,28 @@ async def test_unreachable_mysql_is_transient_and_hides_password():
     with pytest.raises(Transient) as info:
         await MySQLStore.open(f"mysql://root:hunter2@127.0.0.1:{port}/cmdb?connect_timeout=2")
     assert "hunter2" not in str(info.value) and str(port) in str(info.value)
+
+
+async def test_opening_without_migration_writes_nothing(tmp_path, mysql_dsn):
+    import pymysql
+    import pytest
+
+    from reconciler import StoreError
+    from synchronizer.cmdb import open_store
+
+    missing = tmp_path / "none.db"
+    with pytest.raises(StoreError):
+        await open_store(f"sqlite:///{missing}", migrate=False)
+    assert not missing.exists()
+    store = await open_store(mysql_dsn, migrate=False)
+    await store.ping()
+    await store.close()
+    from urllib.parse import urlsplit
+
+    u = urlsplit(mysql_dsn)
+    conn = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
+                           password=u.password or "", database=u.path.lstrip("/"))
+    with conn.cursor() as cur:
+        cur.execute("SHOW TABLES")
+        assert cur.fetchall() == ()
+    conn.close()
