@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NewType
+from typing import Any, NamedTuple, NewType
 
 ClusterId = NewType("ClusterId", str)
 ObjectKey = NewType("ObjectKey", str)
@@ -52,9 +52,12 @@ class Record:
         return self.state is State.DELETED
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    """What the full-sync diff needs of a stored row: not the whole row."""
+class Stamp(NamedTuple):
+    """What the full-sync diff needs of a stored row: not the whole row.
+
+    A NamedTuple, not a dataclass: a store builds one per row of a 100k-row index, and a
+    tuple is several times cheaper to construct.
+    """
 
     version: int
     checksum: Checksum
