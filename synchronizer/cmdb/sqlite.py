@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -118,6 +119,24 @@ def _now() -> str:
     return schema.db_time(datetime.now(UTC))
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL, waiting out another connection that holds the lock.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not always call the
+    busy handler for it, so two stores opening one new file at once could fail with
+    "database is locked"; WAL is a property of the file, so once either succeeds both do.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # in the store's worker thread, never on the event loop
+
+
 class _Worker:
     """One sqlite3 connection used only from its own thread; jobs run one at a time."""
 
@@ -129,7 +148,7 @@ class _Worker:
     def _run(self, job: Callable[..., T], *args: Any) -> T:
         if self._conn is None:
             conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._conn = conn
         return job(self._conn, *args)
