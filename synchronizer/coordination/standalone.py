@@ -1,0 +1,101 @@
+"""Standalone coordination: one instance owns every cluster (no `zookeeper` in the config).
+
+Role: the same `Coordinator` interface as the ZooKeeper one, so the controller cannot tell
+the difference: it re-reads the registries every `pull_interval` and yields the merged set,
+each cluster fenced with `Fence(owner=instance_id, epoch=0)`. Epoch 0 is below every
+ZooKeeper epoch (zxids start at 1), so if the deployment later moves to ZooKeeper, the
+first ZooKeeper owner takes the store's leases over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import MappingProxyType
+
+from reconciler import ClusterId, Fence, Metrics
+
+from .api import CoordinationStatus, Registry, RegistryPull
+from .latest import Latest
+
+log = logging.getLogger(__name__)
+
+
+class StandaloneCoordinator:
+    """Owns every cluster of the merged registries, with epoch 0."""
+
+    def __init__(
+        self,
+        instance_id: str,
+        registries: Sequence[Registry],
+        pull_interval: float,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self._pull = RegistryPull(registries)
+        self._pull_interval = pull_interval
+        self._metrics = metrics
+        self._owned: Latest[Mapping[ClusterId, Fence]] = Latest(MappingProxyType({}))
+        self._task: asyncio.Task[None] | None = None
+        self._ready = False
+        self._stopped = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the registries have been read."""
+        return self._ready and not self._stopped
+
+    async def start(self) -> None:
+        """Read the registries once (so the first owned set is complete), then keep pulling."""
+        if self._metrics is not None:
+            self._metrics.set("is_master", {}, 1)
+        await self._refresh()
+        self._task = asyncio.create_task(self._pull_loop(), name="standalone-pull")
+
+    async def stop(self) -> None:
+        """Stop pulling and own nothing."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._publish(frozenset())
+        if self._metrics is not None:
+            self._metrics.set("is_master", {}, 0)
+
+    def owned(self) -> AsyncIterator[Mapping[ClusterId, Fence]]:
+        """The full owned set now and after every change."""
+        return self._owned.stream()
+
+    def status(self) -> CoordinationStatus:
+        """Standalone: master of itself, owner of everything."""
+        owned = self._owned.value
+        return CoordinationStatus(
+            state="standalone",
+            master=not self._stopped,
+            master_id=self.instance_id,
+            members=(self.instance_id,),
+            assignments={str(c): self.instance_id for c in sorted(owned)},
+            assignment_version=self._owned.version,
+            moved_last=0,
+        )
+
+    async def _pull_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._pull_interval)  # the period itself, not a wait for news
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        clusters = await self._pull.pull()
+        self._ready = True
+        if not self._stopped:
+            self._publish(clusters)
+
+    def _publish(self, clusters: frozenset[str]) -> None:
+        fences = {ClusterId(c): Fence(owner=self.instance_id, epoch=0) for c in sorted(clusters)}
+        if self._owned.set(MappingProxyType(fences)):
+            log.info("standalone: owning %d clusters", len(fences))
+            if self._metrics is not None:
+                self._metrics.set("assigned_clusters", {}, len(fences))
