@@ -9,7 +9,8 @@ Failure mapping, so the engine can recover without losing an event:
 - HTTP 410 (a list's continue token or a watch's version is gone), or a watch ERROR event
   with code 410 → `Expired`: the engine relists from scratch and diffs. A list never mixes
   snapshots: a page with another resourceVersion than the first is also `Expired`.
-- 429, 5xx, broken or refused connections, a stalled stream → `SourceUnavailable`, with
+- 429, 5xx, broken or refused connections → `SourceUnavailable`; a stalled stream →
+  `Stalled` (a `SourceUnavailable`); with
   `retry_after` from the Retry-After header; 401/403 → `AccessDenied` (a subclass, so it
   is retried too, but reported for what it is).
 - A line or object that cannot be used (bad JSON, unknown type, a Pod projection rejects)
@@ -31,7 +32,16 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler import Bookmark, Event, Expired, Metrics, Page, Record, SourceUnavailable
+from reconciler import (
+    Bookmark,
+    Event,
+    Expired,
+    Metrics,
+    Page,
+    Record,
+    SourceUnavailable,
+    Stalled,
+)
 from synchronizer.projection import BadObject, project
 
 from .connection import ClusterEndpoint, KubeConfigError, client_kwargs, connect
@@ -303,7 +313,7 @@ class KubePodSource:
             async with asyncio.timeout_at(deadline):
                 response = await client.send(request, stream=True)
         except TimeoutError:
-            raise SourceUnavailable(
+            raise Stalled(
                 f"cluster {self.cluster_id}: watch stalled: no response in {self.inactivity:g} s"
             ) from None
         except (httpx.HTTPError, KubeConfigError) as exc:
@@ -329,7 +339,7 @@ class KubePodSource:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise SourceUnavailable(
+                    raise Stalled(
                         f"cluster {self.cluster_id}: watch stalled: no event or bookmark"
                         f" for {self.inactivity:g} s"
                     ) from None

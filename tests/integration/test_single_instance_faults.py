@@ -298,3 +298,20 @@ async def test_bad_input_characters_are_stored_verbatim(harness: Harness, text: 
     row = next(r for r in await harness.store.rows(harness.cid) if r["uid"] == meta["uid"])
     assert row["set_name"] == text and row["module_name"] == text
     assert orjson.loads(row["labels"])["weird"] == text
+
+
+async def test_stalled_stream_is_restarted_after_the_inactivity_bound(harness: Harness) -> None:
+    rec = await harness.start(inactivity=0.5)
+    async with asyncio.timeout(TIMEOUT):
+        await harness.cluster.wait_watchers(1)
+    harness.cluster.stall_streams(True)
+    await churn(harness.cluster, events=30, rate=None, rng=harness.rng)
+    async with asyncio.timeout(TIMEOUT):
+        while harness.sample("bkcmdb_sync_watch_restarts_total",
+                             {"cluster": "c1", "reason": "stalled"}) < 1:
+            await harness.cluster.wait_until(lambda: harness.cluster.watchers == 0)
+            await harness.cluster.wait_watchers(1)
+    harness.cluster.stall_streams(False)
+    await harness.settle()
+    await harness.assert_converged()
+    assert rec.status.full_syncs == 1
