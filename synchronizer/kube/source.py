@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 
 from reconciler import (
@@ -42,7 +43,7 @@ from reconciler import (
     SourceUnavailable,
     Stalled,
 )
-from synchronizer.projection import BadObject, project
+from synchronizer.projection import BadObject, project, project_json
 
 from .connection import ClusterEndpoint, KubeConfigError, client_kwargs, connect
 from .errors import PODS, excerpt, http_error, transport_error
@@ -68,6 +69,40 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class _ListMeta(msgspec.Struct):
+    resourceVersion: str = ""
+    continue_: str = msgspec.field(default="", name="continue")
+
+
+class _PodList(msgspec.Struct):
+    """A list page; items stay raw bytes for `project_json`."""
+
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+    items: list[msgspec.Raw] | None = None
+
+    def __post_init__(self) -> None:
+        if self.items is None:
+            self.items = []
+
+
+class _WatchEvent(msgspec.Struct):
+    """A watch line; the object stays raw bytes until its type is known."""
+
+    type: str = ""
+    object: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+
+_PAGE = msgspec.json.Decoder(_PodList)
+_EVENT = msgspec.json.Decoder(_WatchEvent)
+
+
+def _loads_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(memoryview(raw))
+    except orjson.JSONDecodeError:
+        return None
 
 
 class KubePodSource:
@@ -206,24 +241,25 @@ class KubePodSource:
         """
         with _gc_paused():
             try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                doc = None
-            if not isinstance(doc, dict) or not isinstance(doc.get("items") or [], list):
+                doc = _PAGE.decode(body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
                 raise SourceUnavailable(
                     f"cluster {self.cluster_id}: list pods: not a PodList: {excerpt(body)}"
-                )
+                ) from None
             observed = self._clock()
             records: list[Record] = []
             skipped = 0
-            for item in doc.get("items") or ():
+            for item in doc.items:
                 try:
-                    records.append(project(item, biz_id=self.biz_id, observed=observed))
+                    records.append(project_json(item, biz_id=self.biz_id, observed=observed))
                 except BadObject as exc:
                     skipped += 1
-                    self._skip_object(item, exc)
-            meta = doc.get("metadata")
-        return (meta if isinstance(meta, dict) else {}), records, skipped
+                    self._skip_object(_loads_or_none(item), exc)
+            meta: dict[str, Any] = {"resourceVersion": doc.metadata.resourceVersion}
+            if doc.metadata.continue_:
+                meta["continue"] = doc.metadata.continue_
+            del doc  # free the page while the collector is still paused
+        return meta, records, skipped
 
     async def list(self) -> AsyncIterator[Page]:
         """Yield the pages of one consistent list of every Pod, each with the list's version."""
@@ -253,7 +289,23 @@ class KubePodSource:
     # -- watch --------------------------------------------------------------------------
 
     def _event(self, line: bytes) -> Event | None:
-        """Turn one watch line into an event; None when it is skipped. Raises on ERROR."""
+        """Turn one watch line into an event; None when it is skipped. Raises on ERROR.
+
+        Changes take the typed fast path (the object is projected from its raw bytes);
+        bookmarks, errors and anything odd take the dict path below.
+        """
+        try:
+            fast = _EVENT.decode(line)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            fast = None
+        if fast is not None and fast.type in _CHANGE_TYPES:
+            self._count(fast.type)
+            try:
+                return project_json(fast.object, biz_id=self.biz_id, observed=self._clock(),
+                                    deleted=fast.type == "DELETED")
+            except BadObject as exc:
+                self._skip_object(_loads_or_none(fast.object), exc)
+                return None
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError:
