@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -68,6 +69,10 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     instance = Instance(settings)
+    # Everything imported and built so far lives as long as the process: move it out of
+    # the cyclic collector's sight, so the collections a 100k-pod full sync triggers do
+    # not rescan it (docs/benchmarks.md, "Full sync": 22.5 s -> 18.4 s).
+    gc.freeze()
     try:
         await instance.run(stop)
     except OSError as exc:  # a port already taken
