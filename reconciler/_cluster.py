@@ -31,6 +31,14 @@ from ._types import Bookmark, ClusterId, Fence, ObjectKey
 log = logging.getLogger("reconciler")
 
 
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    """The non-group exceptions inside possibly nested exception groups, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def utcnow() -> datetime:
     """The default wall clock: aware UTC."""
     return datetime.now(UTC)
@@ -138,7 +146,8 @@ class ClusterReconciler:
         """Reconcile until `stop()` or cancellation; raise `Fenced` if ownership is lost."""
         self._metrics.set("reconciler_up", self._labels, 1)
         try:
-            await self._acquire_lease()
+            if not await self._acquire_lease():
+                return  # stopped while waiting for the lease
             async with asyncio.TaskGroup() as tg:
                 senders = tg.create_task(self._pool.run(), name=f"senders:{self.cluster}")
                 helpers = [tg.create_task(self._tick())]
@@ -163,9 +172,11 @@ class ClusterReconciler:
                 for task in helpers:
                     task.cancel()
         except BaseExceptionGroup as group:
-            fenced = group.subgroup(Fenced)
+            # task groups nest (the sender pool has its own): look at the leaves
+            leaves = list(_leaves(group))
+            fenced = [e for e in leaves if isinstance(e, Fenced)]
             self.status.phase = Phase.FENCED if fenced else Phase.FAILED
-            first = (fenced or group).exceptions[0]
+            first = (fenced or leaves)[0]
             self.status.last_error = str(first)
             raise first from None
         finally:
@@ -176,24 +187,28 @@ class ClusterReconciler:
 
     # -- lease ----------------------------------------------------------------------------
 
-    async def _acquire_lease(self) -> None:
+    async def _acquire_lease(self) -> bool:
+        """Take the lease, waiting while another owner holds it; False if stopped first."""
         if self._leases is None or self._fence is None:
-            return
+            return True
         backoff = Backoff(self.settings.backoff_initial, min(self.settings.backoff_max,
                                                               self.settings.lease_ttl / 3))
-        while True:
+        while not self._stop.is_set():
             try:
                 if await self._leases.acquire(self.cluster, self._fence, self.settings.lease_ttl):
                     self._metrics.inc("lease_acquisitions_total",
                                       {**self._labels, "result": "acquired"})
-                    return
+                    return True
                 result = "busy"
                 self.status.phase = Phase.WAITING_LEASE
             except StoreError as exc:
                 result = "error"
                 self._note_error(f"lease: {exc}")
             self._metrics.inc("lease_acquisitions_total", {**self._labels, "result": result})
-            await backoff.sleep()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff.next()):
+                    await self._stop.wait()
+        return False
 
     async def _keep_lease(self) -> None:
         assert self._leases is not None and self._fence is not None

@@ -148,9 +148,15 @@ class PrometheusMetrics:
         self._child(name, labels).set(value)  # type: ignore[union-attr]
 
     def forget(self, cluster: str) -> None:
-        """Drop every series of a cluster this instance no longer owns."""
+        """Drop the gauges of a cluster this instance no longer owns.
+
+        Gauges describe the present and would lie about a cluster that runs elsewhere now.
+        Counters and histograms are history: they stay, so `fenced_writes_total` is still
+        there after the stand-down the fencing caused (series are bounded by the clusters
+        this process ever owned).
+        """
         for short, spec in CATALOGUE.items():
-            if "cluster" not in spec.labels:
+            if "cluster" not in spec.labels or spec.kind != "gauge":
                 continue
             metric = self._metrics[short]
             for labelvalues in list(metric._metrics):

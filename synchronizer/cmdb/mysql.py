@@ -461,6 +461,9 @@ class MySQLStore:
         await self._pool.wait_closed()
 
 
+IDLE_TRANSACTION_TIMEOUT = 5
+"""Seconds MariaDB lets a transaction of ours sit idle before ending it (see `_bootstrap`)."""
+
 STATEMENT_CACHE = 16
 """Prepared statements asyncmy keeps per connection; the store issues about ten distinct."""
 
@@ -497,8 +500,15 @@ async def _bootstrap(conn: Any, *, migrate: bool = True) -> tuple[str, str]:
         (server,) = await cur.fetchone()
         await cur.execute("SHOW VARIABLES LIKE 'transaction_isolation'")
         isolation = "transaction_isolation" if await cur.fetchall() else "tx_isolation"
+        # A write holds a shared lock on its cluster's lease row until COMMIT; an owner
+        # paused inside one (SIGSTOP, a VM freeze) would block its successor's takeover
+        # for as long as it stays paused. MariaDB can end such a transaction: ours never
+        # sit idle between statements, so a few seconds only ever catches a frozen one.
+        await cur.execute("SHOW VARIABLES LIKE 'idle_transaction_timeout'")
+        idle = (f" SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT},"
+                if await cur.fetchall() else "")
         init = (
-            "SET SESSION time_zone = '+00:00',"
+            f"SET SESSION time_zone = '+00:00',{idle}"
             f" SESSION {isolation} = 'READ-COMMITTED',"
             " SESSION sql_mode = IF(FIND_IN_SET('STRICT_TRANS_TABLES', @@SESSION.sql_mode)"
             " OR FIND_IN_SET('STRICT_ALL_TABLES', @@SESSION.sql_mode), @@SESSION.sql_mode,"
