@@ -1,0 +1,125 @@
+"""Fixtures for the scale-out suite: ZooKeeper, the simulator process, the CMDB with its
+audit trigger, a fleet of synchronizer subprocesses, and fault proxies.
+
+One ZooKeeper server serves the whole suite (each test has its own root path); the test
+that restarts ZooKeeper starts a private one. Every test gets a fresh MariaDB database
+(`mysql_dsn`), created and migrated by `open_store` before any instance starts, with the
+audit trigger of tests/integration/harness.py installed (the oracle for M).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from integration.harness import install_audit
+from scaleout_support import CLUSTERS, Fleet, SimProcess
+from tcpproxy import TcpProxy
+from zkserver import ZkServer
+
+from synchronizer.cmdb import open_store
+
+PODS = 40
+"""Pods per cluster at start: enough rows to write, small enough for fast full syncs."""
+
+
+@pytest.fixture(scope="session")
+def scaleout_zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZkServer]:
+    """One ZooKeeper server for the suite (tick 200 ms, loopback, temp data)."""
+    server = ZkServer(tmp_path_factory.mktemp("zookeeper"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_zk(tmp_path: Path) -> Iterator[ZkServer]:
+    """A ZooKeeper server of this test's own, free to stop and start."""
+    server = ZkServer(tmp_path / "zookeeper")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[SimProcess]:
+    """The simulator process with the 12 clusters, PODS pods each."""
+    process = await SimProcess.start(tmp_path, CLUSTERS, pods=PODS)
+    try:
+        yield process
+    finally:
+        await process.close()
+
+
+@pytest.fixture
+async def cmdb(mysql_dsn: str) -> str:
+    """A fresh database with the tables and the audit trigger; its DSN."""
+    store = await open_store(mysql_dsn)
+    await store.close()
+    install_audit(mysql_dsn)
+    return mysql_dsn
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[[ZkServer], Awaitable[TcpProxy]]]:
+    """Make TCP fault proxies in front of a ZooKeeper server; closed at teardown (after
+    the fleet, which is torn down first because it was requested later)."""
+    made: list[TcpProxy] = []
+
+    async def make(server: ZkServer) -> TcpProxy:
+        proxy = await TcpProxy(server.host, server.port).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        await proxy.close()
+
+
+def _fleet_factory(tmp_path: Path, sim: SimProcess, cmdb: str
+                   ) -> tuple[list[Fleet], Callable[..., Fleet]]:
+    fleets: list[Fleet] = []
+
+    def make(server: ZkServer, *, session_timeout: float = 3.0, lease_ttl: float = 10.0
+             ) -> Fleet:
+        fleet = Fleet(tmp=tmp_path, sim=sim, dsn=cmdb, zk_hosts=server.hosts,
+                      zk_root=f"/scaleout-{uuid.uuid4().hex[:10]}",
+                      session_timeout=session_timeout, lease_ttl=lease_ttl)
+        fleets.append(fleet)
+        return fleet
+
+    return fleets, make
+
+
+@pytest.fixture
+async def fleet_factory(tmp_path: Path, sim: SimProcess, cmdb: str,
+                        proxies: Callable[[ZkServer], Awaitable[TcpProxy]],
+                        ) -> AsyncIterator[Callable[..., Fleet]]:
+    """`make(zk_server, session_timeout=..., lease_ttl=...)` -> an empty `Fleet`; every
+    instance of every fleet is stopped at teardown."""
+    fleets, make = _fleet_factory(tmp_path, sim, cmdb)
+    try:
+        yield make
+    finally:
+        for fleet in fleets:
+            await fleet.close()
+
+
+@pytest.fixture
+async def fleet(fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer) -> Fleet:
+    """An empty fleet on the shared ZooKeeper, session timeout 3 s."""
+    return fleet_factory(scaleout_zk)
+
+
+@pytest.fixture
+async def three(fleet: Fleet) -> Fleet:
+    """sync-0..sync-2 started one by one and settled: sync-0 is the master, the 12
+    clusters are owned once each and fully synced."""
+    await fleet.start_three()
+    return fleet
