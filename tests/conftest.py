@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh MariaDB database per test on the real server.
+"""Shared fixtures: a fresh MariaDB database per test on the real server, and real
+ZooKeeper servers (one for the session, or a private one a test may stop and start).
 
 The server comes from `scripts/ensure-services.sh` (run by `make test`), which writes its
 DSN to `.test-services.env`; `BKCMDB_TEST_MYSQL` in the environment wins. Tests never skip
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from zkserver import ZkServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +76,25 @@ def store_dsn(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_dsn"))
 
 
+
+
+@pytest.fixture(scope="session")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZkServer]:
+    """One ZooKeeper server for the whole session (tick 200 ms, loopback, temp data)."""
+    server = ZkServer(tmp_path_factory.mktemp("zookeeper"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_zk(tmp_path: Path) -> Iterator[ZkServer]:
+    """A ZooKeeper server of this test's own, free to stop and start."""
+    server = ZkServer(tmp_path / "zookeeper")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,8 +9,7 @@ shared one never goes away under another test.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from coord_support import Changes, guard
@@ -18,28 +17,6 @@ from tcpproxy import TcpProxy  # tests/ is on sys.path (pytest's rootdir conftes
 from zkserver import ZkServer
 
 from synchronizer.coordination.zk import ZkSession
-
-
-@pytest.fixture(scope="session")
-def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZkServer]:
-    """One ZooKeeper server for the whole session (tick 200 ms, loopback, temp data)."""
-    server = ZkServer(tmp_path_factory.mktemp("zookeeper"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def private_zk(tmp_path: Path) -> Iterator[ZkServer]:
-    """A ZooKeeper server of this test's own, free to stop and start."""
-    server = ZkServer(tmp_path / "zookeeper")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

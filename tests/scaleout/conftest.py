@@ -10,7 +10,7 @@ audit trigger of tests/integration/harness.py installed (the oracle for M).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,27 +24,6 @@ from synchronizer.cmdb import open_store
 PODS = 40
 """Pods per cluster at start: enough rows to write, small enough for fast full syncs."""
 
-
-@pytest.fixture(scope="session")
-def scaleout_zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZkServer]:
-    """One ZooKeeper server for the suite (tick 200 ms, loopback, temp data)."""
-    server = ZkServer(tmp_path_factory.mktemp("zookeeper"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def private_zk(tmp_path: Path) -> Iterator[ZkServer]:
-    """A ZooKeeper server of this test's own, free to stop and start."""
-    server = ZkServer(tmp_path / "zookeeper")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -112,9 +91,9 @@ async def fleet_factory(tmp_path: Path, sim: SimProcess, cmdb: str,
 
 
 @pytest.fixture
-async def fleet(fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer) -> Fleet:
+async def fleet(fleet_factory: Callable[..., Fleet], zk_server: ZkServer) -> Fleet:
     """An empty fleet on the shared ZooKeeper, session timeout 3 s."""
-    return fleet_factory(scaleout_zk)
+    return fleet_factory(zk_server)
 
 
 @pytest.fixture

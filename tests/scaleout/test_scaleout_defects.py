@@ -51,9 +51,9 @@ def ring_share(member: str, members: list[str], clusters: list[str]) -> list[str
 
 
 async def test_sigterm_hands_over_fast_even_with_a_reconciler_waiting_for_its_lease(
-    fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer,
+    fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
 ) -> None:
-    fleet = fleet_factory(scaleout_zk, session_timeout=5.0)
+    fleet = fleet_factory(zk_server, session_timeout=5.0)
     await fleet.start_three()
     x = ring_share("sync-1", ["sync-0", "sync-1", "sync-2"], fleet.clusters)[0]
     _, epoch = lease_rows(fleet.dsn)[x]
@@ -81,10 +81,10 @@ async def test_sigterm_hands_over_fast_even_with_a_reconciler_waiting_for_its_le
 
 
 async def test_a_fenced_write_is_reported_as_fenced(
-    fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer,
+    fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
 ) -> None:
     # the lease keeper renews every lease_ttl / 3 = 100 s: the write meets the fence first
-    fleet = fleet_factory(scaleout_zk, lease_ttl=300.0)
+    fleet = fleet_factory(zk_server, lease_ttl=300.0)
     inst = await fleet.add(0)
     await fleet.settled()
     x = fleet.clusters[0]
@@ -101,9 +101,9 @@ async def test_a_fenced_write_is_reported_as_fenced(
 
 
 async def test_fenced_writes_stay_visible_after_the_fenced_instance_stands_down(
-    fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer,
+    fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
 ) -> None:
-    fleet = fleet_factory(scaleout_zk, lease_ttl=300.0)
+    fleet = fleet_factory(zk_server, lease_ttl=300.0)
     first = await fleet.add(0)
     await fleet.settled()
     # X: a cluster the ring will hand to sync-1 when it joins
@@ -140,9 +140,9 @@ DEFECT_PAUSED_TRANSACTION_BLOCKS_TAKEOVER = (
 
 
 async def test_owner_paused_inside_a_write_transaction_is_still_taken_over(
-    fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer,
+    fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
 ) -> None:
-    fleet = fleet_factory(scaleout_zk)
+    fleet = fleet_factory(zk_server)
     docs = await fleet.start_three(own_users=True)
     zombie = fleet.instances["sync-1"]
     theirs = sorted(share(docs, "sync-1"))

@@ -154,10 +154,10 @@ async def test_row18_zombie_is_fenced_or_stands_down_then_rejoins(fleet: Fleet) 
 
 
 async def test_row20_partition_from_zookeeper_stands_down_before_takeover(
-    fleet: Fleet, scaleout_zk: ZkServer, proxies: Proxies,
+    fleet: Fleet, zk_server: ZkServer, proxies: Proxies,
 ) -> None:
     sim, dsn, S = fleet.sim, fleet.dsn, fleet.session_timeout
-    proxy = await proxies(scaleout_zk)
+    proxy = await proxies(zk_server)
     docs = await fleet.start_three(proxied=proxy.address)
     victim, master = fleet.instances["sync-2"], fleet.instances["sync-0"]
     theirs = share(docs, victim.id)
@@ -197,13 +197,13 @@ async def test_row20_partition_from_zookeeper_stands_down_before_takeover(
 
 
 async def test_row19_blip_shorter_than_the_session_changes_nothing(
-    fleet: Fleet, scaleout_zk: ZkServer, proxies: Proxies,
+    fleet: Fleet, zk_server: ZkServer, proxies: Proxies,
 ) -> None:
     S = fleet.session_timeout
-    proxy = await proxies(scaleout_zk)
+    proxy = await proxies(zk_server)
     before = await fleet.start_three(proxied=proxy.address)
     victim = fleet.instances["sync-2"]
-    observer = await Observer(scaleout_zk.hosts, fleet.zk_root).start()
+    observer = await Observer(zk_server.hosts, fleet.zk_root).start()
     try:
         sessions = await observer.member_sessions()
 

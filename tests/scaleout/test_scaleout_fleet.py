@@ -102,10 +102,10 @@ async def test_a_fourth_instance_takes_only_its_share(three: Fleet) -> None:
 
 
 async def test_sigterm_exits_0_releases_leases_and_hands_over_before_the_session_timeout(
-    fleet_factory: Callable[..., Fleet], scaleout_zk: ZkServer,
+    fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
 ) -> None:
     # a long session timeout, so that a handoff faster than it cannot be an expiry
-    fleet = fleet_factory(scaleout_zk, session_timeout=10.0)
+    fleet = fleet_factory(zk_server, session_timeout=10.0)
     docs = await fleet.start_three()
     head = masters(docs)[0]
     leaving = next(n for n in sorted(docs) if n != head)
