@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -149,6 +150,9 @@ async def test_run_serves_syncs_and_stops_cleanly_without_leaking_secrets(
             assert page.status_code == 200 and "<html" in page.text.lower()
             status_text = (await http.get("/status")).text
         metrics = httpx.get(f"http://127.0.0.1:{metric_port}/metrics").text
+        lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, text=True,
+                              capture_output=True, check=False)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
         for name in ("bkcmdb_sync_is_master 1.0", "bkcmdb_sync_assigned_clusters 2.0",
                      'bkcmdb_sync_full_sync_duration_seconds_count{cluster="alpha"}',
                      "bkcmdb_sync_events_total"):
