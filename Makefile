@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check reconciler synchronizer tests bench
 
 bench: $(STAMP) services
+	$(BIN)/pip install -q py-spy
 	set -a; . ./.test-services.env; set +a; $(BIN)/python -m bench.run_all
 
 clean:

@@ -80,7 +80,8 @@ def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     for key in ("variants", "throughput", "latency"):
         if key in new and key in old:
             labels = {v["label"] for v in new[key]}
-            order = [label for label, _ in FULL_SYNC_VARIANTS + WATCH_VARIANTS]
+            order = [label for label, _ in
+                     (FULL_SYNC_VARIANTS if key == "variants" else WATCH_VARIANTS)]
             kept = [v for v in old[key] if v["label"] not in labels and v["label"] in order]
             new[key] = sorted(kept + new[key], key=lambda v: order.index(v["label"])
                               if v["label"] in order else len(order))
@@ -184,9 +185,10 @@ def _conditions(r: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> 
     return (f"Measured {when}: {m['cores']} cores ({m['cpu']}), {m['mem_gib']} GiB,"
             f" Python {m['python']}, MariaDB {m['mariadb']} on loopback (Debian defaults:"
             f" 128 MB buffer pool, `innodb_flush_log_at_trx_commit=1`), the simulated API"
-            f" server in its own process on loopback. 1-minute load when the section"
-            f" started: {r['load']:.2f}; each figure below carries the median load of its"
-            f" runs. Medians of {r['runs']} runs.")
+            f" server in its own process on loopback. Other engineers' test suites shared the"
+            f" machine: each figure carries the median 1-minute load of its runs (the load"
+            f" when this section's latest invocation started: {r['load']:.2f})."
+            f" Medians of {r['runs']} runs.")
 
 
 def _runs(values: list[float], fmt: str) -> str:
@@ -374,7 +376,8 @@ def render_profile(r: dict[str, Any]) -> str:
         "",
         "```sh",
         ".venv/bin/pip install py-spy",
-        f".venv/bin/python -m bench.profile --pods {r['pods']} --events {r['events']}",
+        f".venv/bin/python -m bench.profile --pods {r['pods']} --events {r['events']}"
+        " --gc freeze",
         "```",
         "",
         profile.render(r),
