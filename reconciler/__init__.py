@@ -14,7 +14,6 @@ from ._cluster import ClusterReconciler, NullMetrics
 from ._errors import (
     Expired,
     Fenced,
-    LeaseBusy,
     ReconcilerError,
     SourceError,
     SourceUnavailable,
@@ -51,7 +50,6 @@ __all__ = [
     "Expired",
     "Fence",
     "Fenced",
-    "LeaseBusy",
     "Leases",
     "Metrics",
     "NullMetrics",

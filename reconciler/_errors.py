@@ -8,8 +8,7 @@ ReconcilerError
 │       └── Stalled        a watch sent nothing, not even a bookmark, for too long
 └── StoreError
     ├── Transient          the write may succeed if retried (connection lost, deadlock)
-    ├── Fenced             another owner holds the cluster's lease: stop writing
-    └── LeaseBusy          the lease is held by a live owner: try again later
+    └── Fenced             another owner holds the cluster's lease: stop writing
 ```
 Anything else escaping a source or store is a bug and is logged with its traceback once.
 """
@@ -52,6 +51,3 @@ class Transient(StoreError):
 class Fenced(StoreError):
     """This writer no longer holds the cluster's lease; its writes are refused."""
 
-
-class LeaseBusy(StoreError):
-    """Another live owner holds the cluster's lease."""

@@ -25,8 +25,6 @@ class ReconcilerSettings:
     both."""
     full_sync_interval: float = 600.0
     """Seconds between periodic full syncs (a full sync also runs on start and after 410)."""
-    watch_inactivity: float = 300.0
-    """Seconds without any event or bookmark after which a watch stream is presumed stalled."""
     backoff_initial: float = 0.2
     """First retry delay after a failure (jittered, doubled up to `backoff_max`)."""
     backoff_max: float = 30.0

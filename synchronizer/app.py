@@ -64,7 +64,7 @@ def reconciler_settings(settings: Settings) -> ReconcilerSettings:
     return ReconcilerSettings(
         senders=s.senders, batch_size=s.batch_size, linger=s.linger,
         gate_capacity=s.gate_capacity, full_sync_interval=s.full_sync_interval,
-        watch_inactivity=s.watch_inactivity, backoff_max=s.backoff_max, lease_ttl=s.lease_ttl,
+        backoff_max=s.backoff_max, lease_ttl=s.lease_ttl,
     )
 
 
