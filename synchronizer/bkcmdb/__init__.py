@@ -1,0 +1,1 @@
+"""The BlueKing CMDB (bk-cmdb) side: client, reference model and simulator."""
