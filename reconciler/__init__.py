@@ -1,10 +1,12 @@
 """A reusable engine that keeps a store true to a listed-and-watched source.
 
-Role: for one cluster, run a full sync (list, diff against the store's index, write the
-difference) on start and periodically, and a watch in between; events pass a gate that
-parks them during a full sync, then shard by key to sender coroutines that batch,
-coalesce and write under the merge rule (newer version and different checksum).
-Inputs: a `Source`, a `Store`, optional `Leases`, `Metrics` and a clock.
+Role: for one kind of one cluster, a `ClusterReconciler` runs a full sync (list, diff
+against the store's index, write the difference) on start and periodically, and a watch in
+between; events pass a gate that parks them during a full sync, then shard by key to
+sender coroutines that batch, coalesce and write under the merge rule (newer version and
+different checksum). A `ClusterSupervisor` holds the cluster's lease and runs all of its
+kinds' reconcilers under it.
+Inputs: a `Source` and a `Store` per kind, optional `Leases`, `Metrics` and a clock.
 Output: the store's rows. It imports no ZooKeeper, database or Kubernetes code; the
 `synchronizer` package wires the real ones in.
 """
@@ -14,7 +16,9 @@ from ._cluster import ClusterReconciler, NullMetrics
 from ._errors import (
     Expired,
     Fenced,
+    QueueClosed,
     ReconcilerError,
+    Refused,
     SourceError,
     SourceUnavailable,
     Stalled,
@@ -24,6 +28,7 @@ from ._errors import (
 from ._protocols import Clock, Leases, Metrics, Runnable, Source, Store
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
+from ._supervisor import ClusterSupervisor, SupervisorStatus
 from ._types import (
     ApplyResult,
     Bookmark,
@@ -46,6 +51,7 @@ __all__ = [
     "Clock",
     "ClusterId",
     "ClusterReconciler",
+    "ClusterSupervisor",
     "Event",
     "Expired",
     "Fence",
@@ -56,10 +62,12 @@ __all__ = [
     "ObjectKey",
     "Page",
     "Phase",
+    "QueueClosed",
     "ReconcilerError",
     "ReconcilerSettings",
     "ReconcilerStatus",
     "Record",
+    "Refused",
     "Runnable",
     "Source",
     "SourceError",
@@ -69,6 +77,7 @@ __all__ = [
     "State",
     "Store",
     "StoreError",
+    "SupervisorStatus",
     "Transient",
     "canonical",
     "checksum",

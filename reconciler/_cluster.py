@@ -1,28 +1,39 @@
-"""`ClusterReconciler`: keeps one cluster's rows in a store true to its source.
+"""`ClusterReconciler`: keeps one kind of one cluster true in a store.
 
 Structure, inside one `TaskGroup`: a full-sync loop (on start, every
-`full_sync_interval`, after a 410 on the watch, after a gate overflow), a watch loop
-(from the first list's version; resumes from the last version seen, bookmarks included),
-the sender pool, a lease keeper and a status tick. Events pass the gate (parked during a
-full sync), then the shards. `stop()` is graceful: producers stop first, then senders
-flush what is queued, then the lease is released so a successor need not wait for expiry.
-Failures of the source or store are retried with jittered backoff inside; only `Fenced`
-(another owner holds the cluster) ends `run()` with an error.
+`full_sync_interval`, after a 410 on the watch, after a gate overflow), a watch loop, the
+sender pool and a status tick. Events pass the gate (parked during a full sync), then the
+shards. Leases are not its business: the `ClusterSupervisor` takes the cluster's lease
+once for all of a cluster's kinds and runs their reconcilers under it, and the fence it
+was given only travels with each write.
+
+The watch starts from a list's version as soon as that list is complete, not when its
+writes are done: on a cold database the writes of a big first sync can outlast the API
+server's watch window, and a watch opened only then would meet a 410 and force a second
+full sync. Its events are parked by the gate until the full sync's writes are through.
+After a 410 the watch waits for a list that *started* after the 410 (a full sync already
+under way may list at a version that is gone too), so one 410 costs one relist.
+
+`stop()` is graceful and bounded: producers stop first, then the senders get
+`stop_timeout` to flush. No cleanup path waits on a part that is already dead: when the
+senders end (fenced, failed), the shards close and a full sync that was feeding them
+abandons its parked events instead of replaying them into nothing. Failures of the source
+or store are retried with jittered backoff inside; only `Fenced` (another owner holds the
+cluster) ends `run()` with an error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ._backoff import Backoff
 from ._diff import changes, tombstones
-from ._errors import Expired, Fenced, SourceError, SourceUnavailable, Stalled, StoreError
+from ._errors import Expired, Fenced, Refused, SourceError, SourceUnavailable, Stalled, StoreError
 from ._gate import Gate
-from ._protocols import Leases, Metrics, Source, Store
+from ._protocols import Metrics, Source, Store
 from ._sender import SenderPool
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
@@ -31,11 +42,11 @@ from ._types import Bookmark, ClusterId, Fence, ObjectKey
 log = logging.getLogger("reconciler")
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+def leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
     """The non-group exceptions inside possibly nested exception groups, in order."""
     out: list[BaseException] = []
     for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
 
 
@@ -58,7 +69,7 @@ class NullMetrics:
 
 
 class ClusterReconciler:
-    """Runs full syncs and a watch for one cluster; see the module docstring."""
+    """Runs full syncs and a watch for one kind of one cluster; see the module docstring."""
 
     def __init__(
         self,
@@ -66,25 +77,24 @@ class ClusterReconciler:
         cluster: ClusterId,
         source: Source,
         store: Store,
+        kind: str = "",
         settings: ReconcilerSettings | None = None,
         metrics: Metrics | None = None,
-        leases: Leases | None = None,
         fence: Fence | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.cluster = cluster
+        self.kind = kind
         self.settings = settings or ReconcilerSettings()
-        self.status = ReconcilerStatus(cluster=cluster)
+        self.status = ReconcilerStatus(cluster=cluster, kind=kind)
         self._source = source
         self._store = store
         self._metrics: Metrics = metrics or NullMetrics()
-        self._leases = leases
-        self._fence = fence if leases is not None else None
         self._clock = clock
-        self._labels = {"cluster": cluster}
+        self._labels = {"cluster": cluster, "kind": kind}
         self._pool = SenderPool(
-            cluster=cluster, store=store, fence=self._fence, settings=self.settings,
-            metrics=self._metrics, clock=clock,
+            cluster=cluster, store=store, fence=fence, settings=self.settings,
+            metrics=self._metrics, clock=clock, labels=self._labels,
         )
         self._gate = Gate(capacity=self.settings.gate_capacity, dispatch=self._pool.put,
                           enabled=self.settings.gate_enabled)
@@ -93,14 +103,17 @@ class ClusterReconciler:
         self._resync_reason = "periodic"
         self._synced = asyncio.Condition()
         self._generation = 0
-        self._list_version = 0
+        self._lists_started = 0
+        self._listed = asyncio.Condition()
+        self._last_list: tuple[int, int] | None = None  # (start index, version)
         self._seen_version = 0
         self._progress = asyncio.Event()
+        self._error_logged: str | None = None
 
     # -- public surface -------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask `run()` to finish gracefully (producers, then a flush, then the lease)."""
+        """Ask `run()` to finish gracefully (producers, then a bounded flush)."""
         self._stop.set()
 
     def request_full_sync(self, reason: str = "manual") -> None:
@@ -146,16 +159,12 @@ class ClusterReconciler:
         """Reconcile until `stop()` or cancellation; raise `Fenced` if ownership is lost."""
         self._metrics.set("reconciler_up", self._labels, 1)
         try:
-            if not await self._acquire_lease():
-                return  # stopped while waiting for the lease
             async with asyncio.TaskGroup() as tg:
-                senders = tg.create_task(self._pool.run(), name=f"senders:{self.cluster}")
-                helpers = [tg.create_task(self._tick())]
-                if self._leases is not None:
-                    helpers.append(tg.create_task(self._keep_lease()))
+                senders = tg.create_task(self._pool.run(), name=f"senders:{self._name}")
+                ticker = tg.create_task(self._tick())
                 producers = [
-                    tg.create_task(self._full_sync_loop(), name=f"full-sync:{self.cluster}"),
-                    tg.create_task(self._watch_loop(), name=f"watch:{self.cluster}"),
+                    tg.create_task(self._full_sync_loop(), name=f"full-sync:{self._name}"),
+                    tg.create_task(self._watch_loop(), name=f"watch:{self._name}"),
                 ]
                 await self._stop.wait()
                 self.status.phase = Phase.STOPPING
@@ -166,69 +175,26 @@ class ClusterReconciler:
                     async with asyncio.timeout(self.settings.stop_timeout):
                         await self._pool.drained()
                 except TimeoutError:
-                    log.warning("cluster %s: stopped with %d records unflushed; the next full"
-                                " sync repairs them", self.cluster, self._pool.depth)
+                    log.warning("%s: stopped with %d records unflushed; the next full sync"
+                                " repairs them", self._name, self._pool.depth)
                 senders.cancel()
-                for task in helpers:
-                    task.cancel()
+                ticker.cancel()
         except BaseExceptionGroup as group:
             # task groups nest (the sender pool has its own): look at the leaves
-            leaves = list(_leaves(group))
-            fenced = [e for e in leaves if isinstance(e, Fenced)]
+            found = leaves(group)
+            fenced = [e for e in found if isinstance(e, Fenced)]
             self.status.phase = Phase.FENCED if fenced else Phase.FAILED
-            first = (fenced or leaves)[0]
+            first = (fenced or found)[0]
             self.status.last_error = str(first)
             raise first from None
         finally:
             self._metrics.set("reconciler_up", self._labels, 0)
-            await self._release_lease()
             if self.status.phase not in (Phase.FENCED, Phase.FAILED):
                 self.status.phase = Phase.STOPPED
 
-    # -- lease ----------------------------------------------------------------------------
-
-    async def _acquire_lease(self) -> bool:
-        """Take the lease, waiting while another owner holds it; False if stopped first."""
-        if self._leases is None or self._fence is None:
-            return True
-        backoff = Backoff(self.settings.backoff_initial, min(self.settings.backoff_max,
-                                                              self.settings.lease_ttl / 3))
-        while not self._stop.is_set():
-            try:
-                if await self._leases.acquire(self.cluster, self._fence, self.settings.lease_ttl):
-                    self._metrics.inc("lease_acquisitions_total",
-                                      {**self._labels, "result": "acquired"})
-                    return True
-                result = "busy"
-                self.status.phase = Phase.WAITING_LEASE
-            except StoreError as exc:
-                result = "error"
-                self._note_error(f"lease: {exc}")
-            self._metrics.inc("lease_acquisitions_total", {**self._labels, "result": result})
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff.next()):
-                    await self._stop.wait()
-        return False
-
-    async def _keep_lease(self) -> None:
-        assert self._leases is not None and self._fence is not None
-        while True:
-            await asyncio.sleep(self.settings.lease_ttl / 3)
-            try:
-                held = await self._leases.acquire(self.cluster, self._fence,
-                                                  self.settings.lease_ttl)
-            except StoreError as exc:
-                self._note_error(f"lease renewal: {exc}")
-                continue
-            if not held:
-                raise Fenced(f"cluster {self.cluster}: lease taken over by another owner")
-
-    async def _release_lease(self) -> None:
-        if self._leases is None or self._fence is None:
-            return
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await asyncio.shield(self._leases.release(self.cluster, self._fence))
+    @property
+    def _name(self) -> str:
+        return f"cluster {self.cluster}" + (f" {self.kind}" if self.kind else "")
 
     # -- full sync ------------------------------------------------------------------------
 
@@ -244,19 +210,19 @@ class ClusterReconciler:
             except (SourceError, StoreError) as exc:
                 self._metrics.inc("full_syncs_total",
                                   {**self._labels, "trigger": trigger, "result": "error"})
-                self._note_error(f"full sync: {exc}")
+                self._failed("full sync", exc)
                 if isinstance(exc, SourceUnavailable):
                     retry_after = exc.retry_after
             except Exception as exc:
                 self._metrics.inc("full_syncs_total",
                                   {**self._labels, "trigger": trigger, "result": "error"})
-                log.exception("cluster %s: full sync failed unexpectedly", self.cluster)
+                log.exception("%s: full sync failed unexpectedly", self._name)
                 self.status.last_error = f"full sync: {exc!r}"
             else:
                 backoff.reset()
                 trigger = await self._next_trigger()
                 continue
-            self.status.phase = Phase.BACKOFF
+            self.status.phase = Phase.REFUSED if self.status.refused else Phase.BACKOFF
             trigger = "retry"
             await backoff.sleep(floor=retry_after)
 
@@ -278,32 +244,44 @@ class ClusterReconciler:
         self.status.phase = Phase.SYNCING
         labels = self._labels
         await self._gate.close()
+        self._lists_started += 1
+        index = self._lists_started
         list_version: int | None = None
-        complete = False
+        listed = upserts = deletes = 0
         try:
             await self._pool.drained()
-            index = await self._store.load_index(self.cluster)
+            stored = await self._store.load_index(self.cluster)
             seen: set[ObjectKey] = set()
-            upserts = deletes = 0
             async for page in self._source.list():
                 list_version = page.version
-                for record in changes(page.records, index, seen):
+                seen.update(page.held)
+                for record in changes(page.records, stored, seen):
                     upserts += 1
                     await self._pool.put(record)
             if list_version is None:
                 raise SourceUnavailable("the list returned no page")
-            for record in tombstones(index, seen, version=list_version, now=self._clock()):
+            listed = len(seen)
+            await self._announce_list(index, list_version)
+            for record in tombstones(stored, seen, version=list_version, now=self._clock()):
                 deletes += 1
                 await self._pool.put(record)
+            del stored, seen
             await self._pool.drained()
-            complete = True
-        finally:
-            overflowed = await self._gate.open(list_version if complete else None)
-            if overflowed:
-                self._metrics.inc("gate_overflows_total", labels)
-                log.warning("cluster %s: parked events overflowed (capacity %d); syncing again",
-                            self.cluster, self.settings.gate_capacity)
+        except (SourceError, StoreError):
+            # The senders still run: replay what was parked (all of it: no complete list
+            # covers it), so the watch's news is not held back until the retry.
+            if await self._gate.open(None):
                 self.request_full_sync("overflow")
+            raise
+        except BaseException:
+            # Cancelled, or the senders are gone: replaying would wait on dead parts.
+            self._gate.abandon()
+            raise
+        if await self._gate.open(list_version):
+            self._metrics.inc("gate_overflows_total", labels)
+            log.warning("%s: parked events overflowed (capacity %d); syncing again",
+                        self._name, self.settings.gate_capacity)
+            self.request_full_sync("overflow")
         duration = loop.time() - started
         self._metrics.observe("full_sync_duration_seconds", labels, duration)
         self._metrics.inc("full_syncs_total", {**labels, "trigger": trigger, "result": "ok"})
@@ -315,29 +293,46 @@ class ClusterReconciler:
         self.status.last_full_sync_seconds = duration
         self.status.full_syncs += 1
         self.status.phase = Phase.WATCHING
-        log.info("cluster %s: full sync (%s) done in %.2fs at version %d: %d listed, %d upserts,"
-                 " %d deletes", self.cluster, trigger, duration, list_version, len(seen),
+        self._recovered()
+        log.info("%s: full sync (%s) done in %.2fs at version %d: %d listed, %d upserts,"
+                 " %d deletes", self._name, trigger, duration, list_version, listed,
                  upserts, deletes)
         async with self._synced:
-            self._list_version = list_version
             self._generation += 1
             self._synced.notify_all()
         self._mark_progress(list_version)
+
+    async def _announce_list(self, index: int, version: int) -> None:
+        """A list is complete: the watch may start (or restart) from its version."""
+        async with self._listed:
+            self._last_list = (index, version)
+            self._listed.notify_all()
+
+    async def _wait_listed(self, after: int) -> int:
+        """The version of the first complete list that started after `after` lists."""
+        async with self._listed:
+            await self._listed.wait_for(
+                lambda: self._last_list is not None and self._last_list[0] > after)
+            assert self._last_list is not None
+            return self._last_list[1]
 
     # -- watch ----------------------------------------------------------------------------
 
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        generation = await self.wait_synced(0)
-        version = self._list_version
+        version = await self._wait_listed(0)
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
         status = self.status
         while True:
             received = False
+            failing = status.last_error is not None and status.last_error.startswith("watch")
             try:
                 stream = self._source.watch(version)
                 try:
                     async for event in stream:
+                        if failing:
+                            failing = False
+                            self._recovered()
                         received = True
                         if event.version > version:
                             version = event.version
@@ -355,17 +350,16 @@ class ClusterReconciler:
                 reason = "closed"
             except Expired:
                 self._metrics.inc("watch_restarts_total", {**self._labels, "reason": "expired"})
-                log.info("cluster %s: watch from version %d expired; relisting", self.cluster,
-                         version)
+                log.info("%s: watch from version %d expired; relisting", self._name, version)
+                started = self._lists_started
                 self.request_full_sync("expired")
-                generation = await self.wait_synced(generation)
-                version = self._list_version
+                version = await self._wait_listed(started)
                 backoff.reset()
                 continue
             except SourceUnavailable as exc:
                 reason = "stalled" if isinstance(exc, Stalled) else "error"
                 self._metrics.inc("watch_restarts_total", {**self._labels, "reason": reason})
-                self._note_error(f"watch: {exc}")
+                self._failed("watch", exc)
                 await backoff.sleep(floor=exc.retry_after)
                 continue
             self._metrics.inc("watch_restarts_total", {**self._labels, "reason": reason})
@@ -393,6 +387,31 @@ class ClusterReconciler:
             self.status.resume_version = version
         self._progress.set()
 
-    def _note_error(self, message: str) -> None:
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """Record an error: status, a metric, and one log line per distinct message.
+
+        A refused kind (403, or an API the cluster lacks) is retried with backoff for as
+        long as it lasts; repeating the same warning every retry would bury everything
+        else in the log, so a repeat is logged at debug level until the message changes
+        or the kind recovers.
+        """
+        message = f"{what}: {exc}"
+        refused = isinstance(exc, Refused)
         self.status.last_error = message
-        log.warning("cluster %s: %s", self.cluster, message)
+        self.status.refused = refused
+        reason = "refused" if refused else "error"
+        self._metrics.inc("sync_errors_total", {**self._labels, "reason": reason})
+        self._metrics.set("sync_healthy", self._labels, 0)
+        if message != self._error_logged:
+            self._error_logged = message
+            log.warning("%s: %s", self._name, message)
+        else:
+            log.debug("%s: %s", self._name, message)
+
+    def _recovered(self) -> None:
+        self._metrics.set("sync_healthy", self._labels, 1)
+        if self._error_logged is not None:
+            log.info("%s: recovered (last error: %s)", self._name, self._error_logged)
+            self._error_logged = None
+        self.status.refused = False
+        self.status.last_error = None

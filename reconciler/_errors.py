@@ -5,10 +5,12 @@ ReconcilerError
 ├── SourceError
 │   ├── Expired            the requested version is gone (HTTP 410): relist and diff
 │   └── SourceUnavailable  transient: network, 5xx, 429 (carries an optional retry_after)
-│       └── Stalled        a watch sent nothing, not even a bookmark, for too long
-└── StoreError
-    ├── Transient          the write may succeed if retried (connection lost, deadlock)
-    └── Fenced             another owner holds the cluster's lease: stop writing
+│       ├── Stalled        a watch sent nothing, not even a bookmark, for too long
+│       └── Refused        the source refuses this kind: access denied, or the API is absent
+├── StoreError
+│   ├── Transient          the write may succeed if retried (connection lost, deadlock)
+│   └── Fenced             another owner holds the cluster's lease: stop writing
+└── QueueClosed            the senders have ended: a producer must not wait for them
 ```
 Anything else escaping a source or store is a bug and is logged with its traceback once.
 """
@@ -40,6 +42,12 @@ class Stalled(SourceUnavailable):
     """A watch stream went silent past the inactivity bound; it is reopened."""
 
 
+class Refused(SourceUnavailable):
+    """The source refuses this scope (401/403), or does not have it (404: an API the cluster
+    lacks). Retried with backoff like any outage, but reported for what it is: it needs a
+    person (RBAC, a CRD), not patience."""
+
+
 class StoreError(ReconcilerError):
     """A store could not apply a batch or load an index."""
 
@@ -51,3 +59,7 @@ class Transient(StoreError):
 class Fenced(StoreError):
     """This writer no longer holds the cluster's lease; its writes are refused."""
 
+
+
+class QueueClosed(ReconcilerError):
+    """The senders are gone (stopped, fenced or failed): nothing more is taken or flushed."""

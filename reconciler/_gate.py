@@ -80,3 +80,17 @@ class Gate:
             self._open = True
             overflowed, self.overflowed = self.overflowed, False
             return overflowed
+
+    def abandon(self) -> int:
+        """Open without replaying: drop the parked events; return how many were dropped.
+
+        For a full sync that is being cancelled or whose senders are gone: replaying would
+        wait on parts that no longer run. Nothing is lost for good: whoever syncs this
+        scope next (this reconciler restarted, or another owner) lists it again.
+        Synchronous on purpose: it must work inside a cancelled task's cleanup.
+        """
+        dropped = len(self._parked)
+        self._parked = []
+        self._open = True
+        self.overflowed = False
+        return dropped

@@ -65,12 +65,16 @@ class Leases(Protocol):
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
         """Take or renew the lease; True when `fence` now holds it.
 
-        Succeeds when the lease is free, expired, already ours, or held with a lower epoch.
+        Succeeds when the lease is free, held with a lower epoch, already ours, or expired
+        with an epoch not above ours. The stored epoch never goes down, so an old owner
+        that has not yet heard of its successor cannot take an expired lease back; epoch 0
+        (standalone mode, which has no epochs) may take any expired lease.
         """
         ...
 
     async def release(self, cluster: ClusterId, fence: Fence) -> None:
-        """Give the lease up if `fence` holds it, so a successor need not wait for expiry."""
+        """Expire the lease if `fence` holds it: a successor need not wait, and the row
+        keeps its epoch (never deleted)."""
         ...
 
 

@@ -5,17 +5,20 @@ A sender waits for records, lingers briefly so a burst becomes one batch (bounde
 failure is retried with jittered backoff while newer versions keep coalescing behind it;
 `Fenced` ends the pool (this instance no longer owns the cluster); rows the store refuses
 (`ApplyResult.rejected`) are counted and logged once each, never retried forever.
+When the senders end, for whatever reason, every shard is closed: producers blocked on a
+full shard, and anyone waiting for the pool to drain, are released with `QueueClosed`
+instead of waiting for senders that no longer exist.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from ._backoff import Backoff
-from ._errors import Fenced, StoreError
+from ._errors import Fenced, QueueClosed, StoreError
 from ._protocols import Metrics, Store
 from ._settings import ReconcilerSettings
 from ._shards import ShardQueue, shard_of
@@ -36,6 +39,7 @@ class SenderPool:
         settings: ReconcilerSettings,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self._cluster = cluster
         self._store = store
@@ -43,11 +47,12 @@ class SenderPool:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
-        self._labels = {"cluster": cluster}
+        self._labels = dict(labels) if labels is not None else {"cluster": cluster}
         self._queues = [ShardQueue(settings.shard_capacity) for _ in range(settings.senders)]
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closed = False
         self.written = 0
         self.newest_query_at: datetime | None = None
 
@@ -57,19 +62,35 @@ class SenderPool:
         return sum(len(q) for q in self._queues)
 
     async def put(self, record: Record) -> None:
-        """Queue a record on its key's shard; waits while that shard is full."""
+        """Queue a record on its key's shard; waits while that shard is full.
+
+        Raises `QueueClosed` once the senders have ended.
+        """
+        if self._closed:
+            raise QueueClosed("the senders have ended")
         self._idle.clear()
         await self._queues[shard_of(record.key, len(self._queues))].put(record)
 
     async def drained(self) -> None:
-        """Return once every queued record has been written (or refused)."""
+        """Return once every queued record has been written (or refused).
+
+        Raises `QueueClosed` if the senders ended with records still queued.
+        """
         await self._idle.wait()
+        if self._closed and self.depth:
+            raise QueueClosed(f"the senders ended with {self.depth} records unwritten")
 
     async def run(self) -> None:
         """Run the senders until cancelled; raise `Fenced` when the lease is lost."""
-        async with asyncio.TaskGroup() as tg:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for queue in self._queues:
+                    tg.create_task(self._send(queue))
+        finally:
+            self._closed = True
             for queue in self._queues:
-                tg.create_task(self._send(queue))
+                queue.close()
+            self._idle.set()
 
     def _update_idle(self) -> None:
         if self._inflight == 0 and all(len(q) == 0 for q in self._queues):

@@ -6,7 +6,9 @@ keys are written in parallel. Inside a shard, a key waits at most once: a newer 
 replaces an older one still waiting (the store would refuse the older one anyway), which
 is what keeps memory bounded by the number of distinct keys, not the number of events.
 A full shard makes producers wait (back-pressure reaches the watch stream and the list),
-instead of growing without bound.
+instead of growing without bound. A shard whose sender is gone is closed: a producer
+waiting on it (or arriving later) gets `QueueClosed` at once instead of waiting forever for
+room that will never come — no cleanup path may wait on a part that is already dead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from itertools import islice
 
 import xxhash
 
+from ._errors import QueueClosed
 from ._types import ObjectKey, Record
 
 
@@ -33,6 +36,7 @@ class ShardQueue:
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
+        self._closed = False
         self.coalesced = 0
 
     def __len__(self) -> int:
@@ -42,8 +46,12 @@ class ShardQueue:
         """Queue `record`, replacing an older waiting version of its key; wait while full."""
         key = record.key
         while key not in self._pending and len(self._pending) >= self._capacity:
+            if self._closed:
+                raise QueueClosed("the sender of this shard is gone")
             self._not_full.clear()
             await self._not_full.wait()
+        if self._closed:
+            raise QueueClosed("the sender of this shard is gone")
         waiting = self._pending.get(key)
         if waiting is not None:
             self.coalesced += 1
@@ -51,6 +59,11 @@ class ShardQueue:
                 return
         self._pending[key] = record
         self._not_empty.set()
+
+    def close(self) -> None:
+        """Refuse further records and wake every waiting producer (they get `QueueClosed`)."""
+        self._closed = True
+        self._not_full.set()
 
     async def wait(self) -> None:
         """Return once at least one record waits."""

@@ -13,9 +13,13 @@ class Phase(enum.StrEnum):
 
     STARTING = "starting"
     WAITING_LEASE = "waiting-lease"
+    RUNNING = "running"
+    """A cluster's supervisor holds the lease and its reconcilers run."""
     SYNCING = "syncing"
     WATCHING = "watching"
     BACKOFF = "backoff"
+    REFUSED = "refused"
+    """The source refuses this kind (403, or its API is absent); retried with backoff."""
     STOPPING = "stopping"
     STOPPED = "stopped"
     FENCED = "fenced"
@@ -52,11 +56,13 @@ class ReconcilerStatus:
     """A live view of one reconciler; read by the HTTP layer, written only by the reconciler."""
 
     cluster: str
+    kind: str = ""
     phase: Phase = Phase.STARTING
     last_full_sync: datetime | None = None
     last_full_sync_seconds: float | None = None
     full_syncs: int = 0
     last_error: str | None = None
+    refused: bool = False
     events: int = 0
     resume_version: int | None = None
     rate: RateMeter = field(default_factory=RateMeter)

@@ -73,11 +73,18 @@ class Bookmark:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a consistent list; every page of one list carries the list's version."""
+    """One page of a consistent list; every page of one list carries the list's version.
+
+    `held` names listed objects that could not be made into records (a field the store
+    cannot hold, a malformed status): they exist, so the full sync must not tombstone
+    their rows. Their rows stay as they were and the source reports them; a live object
+    is never marked deleted because it could not be stored.
+    """
 
     version: int
     records: Sequence[Record]
     skipped: int = 0
+    held: Sequence[ObjectKey] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

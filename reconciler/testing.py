@@ -57,6 +57,22 @@ def merge(stored: Record | None, incoming: Record) -> Record | None:
     return incoming
 
 
+RELEASED = float("-inf")
+"""The expiry of a lease given up on purpose: expired, and it fences its old owner."""
+
+
+def lease_takeable(held: Fence, expired: bool, fence: Fence) -> bool:
+    """The lease rule (the SQL stores implement the same): may `fence` take a lease that
+    `held` holds? Yes for a higher epoch, for its own owner at an epoch not lower, and for
+    anyone once expired, provided the epoch does not go down (epoch 0, standalone mode,
+    may take any expired lease)."""
+    if fence.epoch > held.epoch:
+        return True
+    if held.owner == fence.owner and held.epoch <= fence.epoch:
+        return True
+    return expired and (held.epoch <= fence.epoch or fence.epoch == 0)
+
+
 class MemoryStore:
     """A `Store` and `Leases` in a dict; `fail_next` scripts transient failures."""
 
@@ -85,7 +101,7 @@ class MemoryStore:
             raise Transient("scripted failure")
         if fence is not None:
             held = self.leases.get(cluster)
-            if held is None or held[0] != fence:
+            if held is None or held[0] != fence or held[1] == RELEASED:
                 raise Fenced(f"cluster {cluster}: lease not held by {fence.owner}")
         written = 0
         for record in batch:
@@ -99,20 +115,26 @@ class MemoryStore:
         return ApplyResult(written=written, unchanged=len(batch) - written)
 
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
-        """Take the lease when free, expired, ours, or held with a lower epoch."""
+        """Take the lease: see `reconciler.Leases.acquire` for the rule."""
         now = asyncio.get_running_loop().time()
         held = self.leases.get(cluster)
-        if held is None or held[1] < now or held[0].owner == fence.owner \
-                or held[0].epoch < fence.epoch:
+        if held is None or lease_takeable(held[0], held[1] <= now, fence):
             self.leases[cluster] = (fence, now + ttl)
             return True
         return False
 
     async def release(self, cluster: ClusterId, fence: Fence) -> None:
-        """Drop the lease if `fence` holds it."""
+        """Expire the lease if `fence` holds it; the row (and its epoch) stays."""
         held = self.leases.get(cluster)
         if held is not None and held[0] == fence:
-            del self.leases[cluster]
+            self.leases[cluster] = (fence, RELEASED)
+
+    def holder(self, cluster: ClusterId) -> Fence | None:
+        """Who holds an unexpired lease on `cluster` now (None: nobody)."""
+        held = self.leases.get(cluster)
+        if held is None or held[1] <= asyncio.get_running_loop().time():
+            return None
+        return held[0]
 
     def active(self, cluster: ClusterId) -> dict[ObjectKey, Record]:
         """Active rows of `cluster`, by key."""
@@ -142,6 +164,7 @@ class MemorySource:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._changed = asyncio.Condition()
         self._cut = 0
+        self._delivered: dict[int, int] = {}
 
     # -- mutations ------------------------------------------------------------------------
 
@@ -206,22 +229,44 @@ class MemorySource:
             yield Page(version=version, records=records)
             await asyncio.sleep(0)
 
+    async def wait_watches(self, n: int = 1) -> None:
+        """Return once `n` watches have been opened in all."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.watches >= n)
+
+    async def wait_delivered(self) -> None:
+        """Return once every open watch has yielded every change made so far."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: all(v >= self.version for v in self._delivered.values()))
+
     async def watch(self, since: int) -> AsyncIterator[Event]:
         """Changes after `since`, then new ones as they happen, until cut."""
         self.watches += 1
+        async with self._changed:
+            self._changed.notify_all()
         if since < self.compacted:
             raise Expired(f"version {since} is older than {self.compacted}")
         cut = self._cut
-        while True:
-            async with self._changed:
-                def ready(after: int = since) -> bool:
-                    return self._cut != cut or any(c.version > after for c in self.history)
+        wid = self.watches
+        self._delivered[wid] = since
+        try:
+            while True:
+                async with self._changed:
+                    def ready(after: int = since) -> bool:
+                        return self._cut != cut or any(c.version > after for c in self.history)
 
-                await self._changed.wait_for(ready)
-                if self._cut != cut:
-                    return
-                pending = [c for c in self.history if c.version > since]
-            for change in pending:
-                since = change.version
-                yield self._record(change)
-            yield Bookmark(since)
+                    await self._changed.wait_for(ready)
+                    if self._cut != cut:
+                        return
+                    pending = [c for c in self.history if c.version > since]
+                for change in pending:
+                    since = change.version
+                    yield self._record(change)
+                    # resumed: the consumer has taken that change in
+                    async with self._changed:
+                        self._delivered[wid] = since
+                        self._changed.notify_all()
+                yield Bookmark(since)
+        finally:
+            self._delivered.pop(wid, None)

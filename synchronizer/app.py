@@ -1,11 +1,15 @@
 """The composition root: one synchronizer instance, wired from its settings.
 
 Builds the metrics registry, the HTTP server, the CMDB store (retried until reachable,
-never fatal), the coordinator (standalone, or ZooKeeper when configured), and the
-controller whose factory opens a Kubernetes source and a `ClusterReconciler` per owned
-cluster. `run()` serves until the stop event, then shuts down in dependency order:
-reconcilers first (senders flushed, leases released), then coordination (session closed,
-so successors take over at once), then the store and the HTTP server.
+never fatal), the registries and the coordinator (standalone, or ZooKeeper when
+configured), and the controller whose factory (`clusters.ClusterFactory`) opens a
+supervisor per owned cluster. `run()` serves until the stop event, then shuts down in
+dependency order: clusters first (senders flushed, leases given up), then coordination
+(session closed, so successors take over at once), then the store and the HTTP server.
+
+Background parts run supervised: a part that fails is logged with its reason and started
+again with backoff, its failure shown by /readyz and /status, so nothing dies silently
+behind a `/healthz` that still says ok.
 """
 
 from __future__ import annotations
@@ -13,59 +17,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler import ClusterId, ClusterReconciler, Fence, ReconcilerSettings
+from reconciler import ClusterId
 from reconciler._backoff import Backoff
 
+from .clusters import ClusterFactory, table_kinds
 from .cmdb import CmdbStore, open_store
 from .controller import Controller
-from .coordination import (
-    Coordinator,
-    Member,
-    StandaloneCoordinator,
-    StaticRegistry,
-    ZooKeeperCoordinator,
-)
+from .coordination import Coordinator, Member, StandaloneCoordinator, ZooKeeperCoordinator
 from .http import HttpProviders, HttpServer
-from .kube import ClusterEndpoint, KubePodSource
+from .kinds import Kind
 from .metrics import PrometheusMetrics
-from .settings import ClusterSettings, Settings
+from .registries import ClusterSpec, Registry, RegistryPull, SecretResolver
+from .registries.static import spec_of, static_registry, static_tokens
+from .settings import Settings
+from .status import RowCounts, cluster_state, kind_detail, last_full_sync
 
 log = logging.getLogger("synchronizer")
 
-POD_COUNT_TTL = 2.0
-"""Seconds a per-cluster row count is reused by /status and the `pods` gauge."""
+COUNT_INTERVAL = 10.0
+"""Seconds between refreshes of the `rows` gauge."""
 
 
 def utcnow() -> datetime:
     """Wall clock for observation times."""
     return datetime.now(UTC)
-
-
-def endpoint_of(spec: ClusterSettings) -> ClusterEndpoint:
-    """Map a cluster's settings onto what the Kubernetes connection needs."""
-    return ClusterEndpoint(
-        id=spec.id,
-        server=spec.server,
-        token=spec.token.get_secret_value() if spec.token else None,
-        ca_file=spec.ca_file,
-        insecure=spec.insecure_skip_tls_verify,
-        kubeconfig=spec.kubeconfig,
-        context=spec.context,
-    )
-
-
-def reconciler_settings(settings: Settings) -> ReconcilerSettings:
-    """The engine's knobs from the config file's `sync` section."""
-    s = settings.sync
-    return ReconcilerSettings(
-        senders=s.senders, batch_size=s.batch_size, linger=s.linger,
-        gate_capacity=s.gate_capacity, full_sync_interval=s.full_sync_interval,
-        backoff_max=s.backoff_max, lease_ttl=s.lease_ttl,
-    )
 
 
 class Instance:
@@ -75,15 +54,20 @@ class Instance:
         self.settings = settings
         self.clock = clock
         self.metrics = PrometheusMetrics()
-        self.specs = {ClusterId(c.id): c for c in settings.clusters}
+        self.static = {c.id: spec_of(c) for c in settings.clusters}
         self.store: CmdbStore | None = None
         self.store_error: str | None = "not connected yet"
+        self.part_errors: dict[str, str] = {}
         self._store_ready = asyncio.Event()
-        self._reconciler_settings = reconciler_settings(settings)
-        self._pod_counts: dict[ClusterId, tuple[float, dict[str, int]]] = {}
+        self.secrets = SecretResolver(static=static_tokens(settings.clusters))
+        self.registries: list[Registry] = [static_registry(settings.clusters)]
         self.coordinator = self._coordinator()
-        self.controller = Controller(factory=self._open_reconciler, metrics=self.metrics,
+        self.factory = ClusterFactory(
+            settings=settings, store=self._require_store, secrets=self.secrets,
+            metrics=self.metrics, clock=clock, fallback=self.static.get)
+        self.controller = Controller(factory=self.factory, metrics=self.metrics,
                                      backoff_max=settings.sync.backoff_max)
+        self.counts = RowCounts(count=self._count, metrics=self.metrics)
         inst = settings.instance
         self.http = HttpServer(
             address=inst.address, port=inst.port, metric_port=inst.metric_port,
@@ -92,20 +76,24 @@ class Instance:
         )
 
     def _coordinator(self) -> Coordinator:
-        registries = [StaticRegistry(self.specs)]
         pull = self.settings.sync.cluster_pull_interval
         zk = self.settings.zookeeper
         inst = self.settings.instance
         if zk is None:
             self.metrics.set("is_master", {}, 1)
-            return StandaloneCoordinator(inst.id, registries, pull)
+            return StandaloneCoordinator(inst.id, self.registries, pull)
         member = Member(id=inst.id, address=inst.address, port=inst.port,
                         metric_port=inst.metric_port)
         return ZooKeeperCoordinator(
             inst.id, member, hosts=zk.hosts, root=zk.root,
-            session_timeout=zk.session_timeout, registries=registries, pull_interval=pull,
-            metrics=self.metrics,
+            session_timeout=zk.session_timeout, registries=self.registries,
+            pull_interval=pull, metrics=self.metrics,
         )
+
+    def _require_store(self) -> CmdbStore:
+        if self.store is None:
+            raise LookupError("the CMDB is not connected yet")
+        return self.store
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,12 +105,14 @@ class Instance:
                  self.http.bound[0], self.http.bound[-1],
                  "standalone" if self.settings.zookeeper is None else "zookeeper")
         tasks = [asyncio.create_task(self._connect_store(), name="store"),
-                 asyncio.create_task(self._work(), name="work"),
-                 asyncio.create_task(self._refresh_counts(), name="counts")]
+                 asyncio.create_task(self._supervised("coordination", self._work),
+                                     name="work"),
+                 asyncio.create_task(self._supervised("row counts", self._refresh_counts),
+                                     name="counts")]
         try:
             await stop.wait()
         finally:
-            log.info("stopping: reconcilers, then coordination, then the store")
+            log.info("stopping: clusters, then coordination, then the store")
             await self.controller.stop_all()
             for task in tasks:
                 task.cancel()
@@ -133,6 +123,21 @@ class Instance:
                 await self.store.close()
             await self.http.stop()
             log.info("stopped")
+
+    async def _supervised(self, name: str, part: Callable[[], Awaitable[None]]) -> None:
+        """Run a background part; log its failure in one line and restart it with backoff."""
+        backoff = Backoff(1.0, self.settings.sync.backoff_max)
+        while True:
+            try:
+                await part()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self.part_errors[name] = reason
+                log.error("%s failed, restarting it: %s", name, reason)
+                await backoff.sleep()
 
     async def _connect_store(self) -> None:
         backoff = Backoff(0.5, self.settings.sync.backoff_max)
@@ -153,29 +158,8 @@ class Instance:
     async def _work(self) -> None:
         await self._store_ready.wait()
         await self.coordinator.start()
+        self.part_errors.pop("coordination", None)
         await self.controller.run(self.coordinator.owned())
-
-    @contextlib.asynccontextmanager
-    async def _open_reconciler(self, cluster: ClusterId, fence: Fence
-                               ) -> AsyncIterator[ClusterReconciler]:
-        spec = self.specs.get(cluster)
-        if spec is None:
-            raise LookupError(f"cluster {cluster} is assigned here but not configured")
-        assert self.store is not None
-        sync = self.settings.sync
-        source = KubePodSource(
-            endpoint_of(spec), cluster_id=cluster, biz_id=spec.biz_id,
-            page_size=sync.page_size, watch_timeout=int(sync.watch_timeout),
-            inactivity=sync.watch_inactivity, clock=self.clock, metrics=self.metrics,
-        )
-        try:
-            yield ClusterReconciler(
-                cluster=cluster, source=source, store=self.store,
-                settings=self._reconciler_settings, metrics=self.metrics, leases=self.store,
-                fence=fence, clock=self.clock,
-            )
-        finally:
-            await source.aclose()
 
     # -- surfaces -------------------------------------------------------------------------
 
@@ -184,30 +168,31 @@ class Instance:
         if self.store_error is not None:
             return False, f"cmdb: {self.store_error}"
         if not self.coordinator.ready:
-            return False, f"coordination: {self.coordinator.status().state}"
+            reason = self.part_errors.get("coordination")
+            state = self.coordinator.status().state
+            return False, f"coordination: {reason}" if reason else f"coordination: {state}"
         return True, "ready"
 
-    async def pod_counts(self, cluster: ClusterId) -> dict[str, int]:
-        """Rows of `cluster` by state, cached briefly so /status stays cheap."""
-        now = asyncio.get_running_loop().time()
-        cached = self._pod_counts.get(cluster)
-        if cached is not None and now - cached[0] < POD_COUNT_TTL:
-            return cached[1]
-        counts: dict[str, int] = {}
-        if self.store is not None:
-            with contextlib.suppress(Exception):
-                counts = await self.store.count_by_state(cluster)
-        self._pod_counts[cluster] = (now, counts)
-        return counts
+    async def _count(self, kind: Kind, cluster: ClusterId) -> int:
+        store = self._require_store()
+        return await store.table(kind).count_active(cluster)
+
+    def _kinds(self, cluster: ClusterId) -> dict[str, Kind]:
+        return dict(table_kinds(self.factory.specs.get(cluster) or self.static.get(cluster),
+                                self.settings))
 
     async def _refresh_counts(self) -> None:
         while True:
-            for cluster in list(self.controller.clusters):
-                counts = await self.pod_counts(cluster)
-                for state in ("Active", "Deleted"):
-                    self.metrics.set("pods", {"cluster": cluster, "state": state},
-                                     counts.get(state, 0))
-            await asyncio.sleep(10)
+            owned = set(self.controller.clusters)
+            self.counts.forget(owned)
+            for cluster in owned:
+                await self.counts.of(cluster, self._kinds(cluster))
+            await asyncio.sleep(COUNT_INTERVAL)
+
+    @property
+    def pull(self) -> RegistryPull:
+        """The coordinator's merge of the registries (health and conflicts)."""
+        return self.coordinator.pull  # type: ignore[attr-defined, no-any-return]
 
     async def status(self) -> dict[str, Any]:
         """The /status document (no secrets: the DSN and tokens never appear)."""
@@ -215,26 +200,26 @@ class Instance:
         loop_now = asyncio.get_running_loop().time()
         clusters = []
         for cluster, running in sorted(self.controller.clusters.items()):
-            rec = running.reconciler
-            counts = await self.pod_counts(cluster)
-            st = rec.status if rec is not None else None
+            sup = running.supervisor
+            spec: ClusterSpec | None = self.factory.specs.get(cluster) or running.assigned.spec
+            counts = await self.counts.of(cluster, self._kinds(cluster))
+            synced = last_full_sync(sup)
+            recs = sup.reconcilers if sup is not None else {}
+            errors = [f"{k}: {r.status.last_error}" for k, r in recs.items()
+                      if r.status.last_error]
+            lease_error = sup.status.last_error if sup is not None else None
             clusters.append({
                 "id": cluster,
-                "state": str(st.phase) if st else ("backoff" if running.error else "starting"),
-                "last_full_sync": st.last_full_sync.isoformat() if st and st.last_full_sync
-                else None,
-                "last_full_sync_seconds": st.last_full_sync_seconds if st else None,
-                "full_syncs": st.full_syncs if st else 0,
-                "pods": counts.get("Active", 0),
-                "deleted": counts.get("Deleted", 0),
-                "events": st.events if st else 0,
-                "events_per_second": st.rate.rate(loop_now) if st else 0.0,
-                "parked": rec.parked if rec else 0,
-                "queued": rec.queued if rec else 0,
-                "resume_version": st.resume_version if st else None,
-                "epoch": running.fence.epoch,
+                "state": cluster_state(sup, running.error),
+                "origin": str(spec.origin) if spec else None,
+                "server": spec.where if spec else None,
+                "last_full_sync": synced.isoformat() if synced else None,
+                "pods": counts.get("pods", 0),
+                "kinds": counts,
+                "sync": {k: kind_detail(r, loop_now) for k, r in recs.items()},
+                "epoch": running.assigned.fence.epoch,
                 "restarts": running.restarts,
-                "last_error": (st.last_error if st and st.last_error else running.error),
+                "last_error": "; ".join(errors) or lease_error or running.error,
             })
         ready, reason = self.readiness()
         doc: dict[str, Any] = {
@@ -247,7 +232,11 @@ class Instance:
             "reason": reason,
             "cmdb": type(self.store).__name__ if self.store else None,
             "clusters": clusters,
+            "registries": [h.as_dict() for h in self.pull.health],
+            "conflicts": dict(self.pull.conflicts),
         }
+        if self.part_errors:
+            doc["errors"] = dict(self.part_errors)
         if coord.master and coord.assignments is not None:
             doc["assignments"] = dict(coord.assignments)
             doc["assignment_version"] = coord.assignment_version

@@ -1,37 +1,45 @@
-"""The controller: makes the set of running reconcilers equal the set of owned clusters.
+"""The controller: makes the set of running clusters equal the set of owned clusters.
 
-Level-triggered: the coordinator yields the whole owned set (cluster → fence) each time it
-changes, and the controller diffs it against what runs — it never acts on "you gained X"
-deltas, so a missed notification cannot leave it wrong. Stops happen before starts
-(release before acquire), and a stop is graceful (the reconciler flushes its senders and
-releases its lease). Each reconciler runs under a supervisor that rebuilds and restarts
-it with jittered backoff when it fails — the Go original never retried a failed start.
+Level-triggered: the coordinator yields the whole owned set (cluster → fence and spec) each
+time it changes, and the controller diffs it against what runs — it never acts on "you
+gained X" deltas, so a missed notification cannot leave it wrong. A cluster whose fence or
+spec changed is stopped and started again under the new one. Stops happen before starts
+(release before acquire), and a stop is graceful (every kind's reconciler flushes its
+senders, then the cluster's lease is given up) and bounded: past `stop_timeout` the
+cluster is cancelled, and a cluster that still will not end is abandoned with a log line
+rather than holding up the others or the process's shutdown. Each cluster runs under a
+loop that rebuilds and restarts it with jittered backoff when it fails — the Go original
+never retried a failed start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-from reconciler import ClusterId, ClusterReconciler, Fence, Fenced, Metrics
+from reconciler import ClusterId, ClusterSupervisor, Fenced, Metrics
 from reconciler._backoff import Backoff
+
+from .coordination import Assigned
 
 log = logging.getLogger("synchronizer.controller")
 
-Factory = Callable[[ClusterId, Fence], AbstractAsyncContextManager[ClusterReconciler]]
-"""Opens a reconciler (and its source) for a cluster, closing them on exit; may raise if
-the cluster is unusable (the supervisor then retries with backoff)."""
+Factory = Callable[[ClusterId, Assigned], AbstractAsyncContextManager[ClusterSupervisor]]
+"""Opens a cluster's supervisor (its sources, reconcilers and lease) for an assignment,
+closing them on exit; may raise if the cluster is unusable (then retried with backoff)."""
+
+ABANDON_AFTER = 5.0
+"""Seconds a cancelled cluster may take to unwind before it is abandoned (logged)."""
 
 
 @dataclass(slots=True)
 class _Running:
-    fence: Fence
+    assigned: Assigned
     task: asyncio.Task[None] | None = None
-    reconciler: ClusterReconciler | None = None
+    supervisor: ClusterSupervisor | None = None
     stopping: bool = False
     error: str | None = None
     restarts: int = 0
@@ -39,7 +47,7 @@ class _Running:
 
 
 class Controller:
-    """Runs one supervised `ClusterReconciler` per owned cluster."""
+    """Runs one `ClusterSupervisor` per owned cluster, restarted when it fails."""
 
     def __init__(
         self,
@@ -62,22 +70,22 @@ class Controller:
         """What runs now, by cluster id."""
         return self._running
 
-    def reconciler(self, cluster: ClusterId) -> ClusterReconciler | None:
-        """The live reconciler of `cluster`, if one runs."""
+    def supervisor(self, cluster: ClusterId) -> ClusterSupervisor | None:
+        """The live supervisor of `cluster`, if one runs."""
         running = self._running.get(cluster)
-        return running.reconciler if running else None
+        return running.supervisor if running else None
 
-    async def wait_running(self, cluster: ClusterId) -> ClusterReconciler:
-        """Wait until `cluster` has a live reconciler (it may still be in its first sync)."""
+    async def wait_running(self, cluster: ClusterId) -> ClusterSupervisor:
+        """Wait until `cluster` has a live supervisor (it may still be in its first sync)."""
         while True:
             running = self._running.get(cluster)
             if running is None:
                 raise LookupError(f"cluster {cluster} is not owned here")
             await running.live.wait()
-            if running.reconciler is not None:
-                return running.reconciler
+            if running.supervisor is not None:
+                return running.supervisor
 
-    async def run(self, owned: AsyncIterator[Mapping[ClusterId, Fence]]) -> None:
+    async def run(self, owned: AsyncIterator[Mapping[ClusterId, Assigned]]) -> None:
         """Follow the owned sets until the iterator ends or this task is cancelled."""
         try:
             async for desired in owned:
@@ -85,14 +93,15 @@ class Controller:
         finally:
             await self.stop_all()
 
-    async def converge(self, desired: Mapping[ClusterId, Fence]) -> None:
-        """Stop what is no longer owned (or owned under a new fence), then start the rest."""
+    async def converge(self, desired: Mapping[ClusterId, Assigned]) -> None:
+        """Stop what is no longer owned (or owned under a new fence or spec), then start
+        the rest."""
         self.converged.clear()
-        stale = [c for c, r in self._running.items() if desired.get(c) != r.fence]
+        stale = [c for c, r in self._running.items() if desired.get(c) != r.assigned]
         await asyncio.gather(*(self._stop(c) for c in stale))
-        for cluster, fence in sorted(desired.items()):
+        for cluster, assigned in sorted(desired.items()):
             if cluster not in self._running:
-                self._start(cluster, fence)
+                self._start(cluster, assigned)
         self._metrics.set("assigned_clusters", {}, len(desired))
         if stale or desired:
             log.info("running %d clusters (%d stopped)", len(self._running), len(stale))
@@ -102,8 +111,8 @@ class Controller:
         """Stop every reconciler gracefully (used on shutdown and on losing coordination)."""
         await asyncio.gather(*(self._stop(c) for c in list(self._running)))
 
-    def _start(self, cluster: ClusterId, fence: Fence) -> None:
-        running = _Running(fence=fence)
+    def _start(self, cluster: ClusterId, assigned: Assigned) -> None:
+        running = _Running(assigned=assigned)
         running.task = asyncio.create_task(self._supervise(cluster, running),
                                            name=f"supervise:{cluster}")
         self._running[cluster] = running
@@ -113,8 +122,8 @@ class Controller:
         if running is None or running.task is None:
             return
         running.stopping = True
-        if running.reconciler is not None:
-            running.reconciler.stop()
+        if running.supervisor is not None:
+            running.supervisor.stop()
         else:
             running.task.cancel()
         try:
@@ -124,8 +133,10 @@ class Controller:
             log.warning("cluster %s: did not stop in %.0fs; cancelling", cluster,
                         self._stop_timeout)
             running.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running.task
+            done, _ = await asyncio.wait([running.task], timeout=ABANDON_AFTER)
+            if not done:
+                log.error("cluster %s: still not stopped %.0fs after cancelling; abandoned",
+                          cluster, ABANDON_AFTER)
         except asyncio.CancelledError:
             if not running.task.done():
                 raise
@@ -140,15 +151,15 @@ class Controller:
         labels = {"cluster": cluster}
         while not running.stopping:
             try:
-                async with self._factory(cluster, running.fence) as reconciler:
-                    running.reconciler = reconciler
+                async with self._factory(cluster, running.assigned) as supervisor:
+                    running.supervisor = supervisor
                     running.live.set()
                     if running.stopping:
-                        reconciler.stop()
-                    await reconciler.run()
+                        supervisor.stop()
+                    await supervisor.run()
                 if running.stopping:
                     return
-                raise RuntimeError("reconciler ended on its own")
+                raise RuntimeError("cluster supervisor ended on its own")
             except asyncio.CancelledError:
                 raise
             except Fenced as exc:
@@ -161,6 +172,6 @@ class Controller:
                 return
             running.restarts += 1
             self._metrics.inc("reconciler_restarts_total", labels)
-            running.reconciler = None
+            running.supervisor = None
             running.live.clear()
             await backoff.sleep()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -32,6 +32,9 @@ class Spec:
     buckets: tuple[float, ...] = ()
 
 
+C = ("cluster",)
+CK = ("cluster", "kind")
+
 CATALOGUE: Mapping[str, Spec] = {
     # coordination
     "is_master": Spec("gauge", "1 while this instance is the elected master (standalone: 1)."),
@@ -41,73 +44,76 @@ CATALOGUE: Mapping[str, Spec] = {
     ),
     "rebalances_total": Spec("counter", "Assignments published by the master."),
     "moved_clusters_total": Spec("counter", "Clusters that changed owner in a rebalance."),
-    # per cluster: reconciler lifecycle
-    "reconciler_up": Spec("gauge", "1 while the cluster's reconciler runs.", ("cluster",)),
+    # per cluster: supervision and lease
     "reconciler_restarts_total": Spec(
-        "counter", "Reconciler failures followed by a restart with backoff.", ("cluster",)
-    ),
-    # per cluster: source side
-    "events_total": Spec(
-        "counter", "Watch events received, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR,"
-        " UNKNOWN).", ("cluster", "type"),
-    ),
-    "skipped_objects_total": Spec(
-        "counter", "Objects or stream lines that could not be used, by reason.",
-        ("cluster", "reason"),
-    ),
-    "watch_restarts_total": Spec(
-        "counter", "Watch streams reopened, by reason (closed, error, stalled, expired).",
-        ("cluster", "reason"),
-    ),
-    "full_syncs_total": Spec(
-        "counter", "Full syncs finished, by trigger and result.", ("cluster", "trigger", "result")
-    ),
-    "full_sync_duration_seconds": Spec(
-        "histogram", "Duration of successful full syncs.", ("cluster",), DURATION_BUCKETS
-    ),
-    "last_full_sync_timestamp_seconds": Spec(
-        "gauge", "Unix time of the last successful full sync.", ("cluster",)
-    ),
-    "full_sync_changes_total": Spec(
-        "counter", "Records a full sync sent to the store, by op (upsert, delete).",
-        ("cluster", "op"),
-    ),
-    "parked_events": Spec("gauge", "Events parked by the gate during a full sync.", ("cluster",)),
-    "gate_overflows_total": Spec(
-        "counter", "Times the parked queue overflowed and another full sync was scheduled.",
-        ("cluster",),
-    ),
-    # per cluster: store side
-    "sender_queue_depth": Spec(
-        "gauge", "Keys waiting in the sender queues.", ("cluster",)
-    ),
-    "writes_total": Spec(
-        "counter", "Records offered to the store, by op (upsert, delete) and result (written,"
-        " unchanged, rejected).", ("cluster", "op", "result"),
-    ),
-    "batches_total": Spec(
-        "counter", "Store transactions, by result (ok, transient, fenced, error).",
-        ("cluster", "result"),
-    ),
-    "batch_duration_seconds": Spec(
-        "histogram", "Duration of one store transaction.", ("cluster",), LATENCY_BUCKETS
-    ),
-    "event_to_row_seconds": Spec(
-        "histogram", "From observing an event to its batch being committed.", ("cluster",),
-        LATENCY_BUCKETS,
-    ),
-    "lag_seconds": Spec(
-        "gauge", "Now minus the observation time of the newest committed record.", ("cluster",)
-    ),
-    "fenced_writes_total": Spec(
-        "counter", "Batches refused because this instance no longer held the lease.",
-        ("cluster",),
+        "counter", "Cluster supervisor failures followed by a restart with backoff.", C
     ),
     "lease_acquisitions_total": Spec(
         "counter", "Lease acquisition attempts, by result (acquired, busy, error).",
-        ("cluster", "result"),
+        (*C, "result"),
     ),
-    "pods": Spec("gauge", "Rows of the cluster in the CMDB, by state.", ("cluster", "state")),
+    # per cluster and kind (kind: the resource, e.g. pods, nodes, deployments)
+    "reconciler_up": Spec("gauge", "1 while the reconciler of a cluster's kind runs.", CK),
+    "sync_healthy": Spec(
+        "gauge", "1 after a kind's last full sync and watch succeeded, 0 while it fails"
+        " (refused, unreachable).", CK,
+    ),
+    "sync_errors_total": Spec(
+        "counter", "Failed full syncs and watches, by reason (refused: 401/403/404; error).",
+        (*CK, "reason"),
+    ),
+    "events_total": Spec(
+        "counter", "Watch events received, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR,"
+        " UNKNOWN).", (*CK, "type"),
+    ),
+    "skipped_objects_total": Spec(
+        "counter", "Objects or stream lines that could not be used, by reason.",
+        (*CK, "reason"),
+    ),
+    "watch_restarts_total": Spec(
+        "counter", "Watch streams reopened, by reason (closed, error, stalled, expired).",
+        (*CK, "reason"),
+    ),
+    "full_syncs_total": Spec(
+        "counter", "Full syncs finished, by trigger and result.", (*CK, "trigger", "result")
+    ),
+    "full_sync_duration_seconds": Spec(
+        "histogram", "Duration of successful full syncs.", CK, DURATION_BUCKETS
+    ),
+    "last_full_sync_timestamp_seconds": Spec(
+        "gauge", "Unix time of the last successful full sync.", CK
+    ),
+    "full_sync_changes_total": Spec(
+        "counter", "Records a full sync sent to the store, by op (upsert, delete).",
+        (*CK, "op"),
+    ),
+    "parked_events": Spec("gauge", "Events parked by the gate during a full sync.", CK),
+    "gate_overflows_total": Spec(
+        "counter", "Times the parked queue overflowed and another full sync was scheduled.", CK,
+    ),
+    "sender_queue_depth": Spec("gauge", "Keys waiting in the sender queues.", CK),
+    "writes_total": Spec(
+        "counter", "Records offered to the store, by op (upsert, delete, mixed) and result"
+        " (written, unchanged, rejected).", (*CK, "op", "result"),
+    ),
+    "batches_total": Spec(
+        "counter", "Store transactions, by result (ok, transient, fenced, error).",
+        (*CK, "result"),
+    ),
+    "batch_duration_seconds": Spec(
+        "histogram", "Duration of one store transaction.", CK, LATENCY_BUCKETS
+    ),
+    "event_to_row_seconds": Spec(
+        "histogram", "From observing an event to its batch being committed.", CK,
+        LATENCY_BUCKETS,
+    ),
+    "lag_seconds": Spec(
+        "gauge", "Now minus the observation time of the newest committed record.", CK
+    ),
+    "fenced_writes_total": Spec(
+        "counter", "Batches refused because this instance no longer held the lease.", CK,
+    ),
+    "rows": Spec("gauge", "Active rows of the cluster in the CMDB, by kind (table).", CK),
 }
 
 
@@ -117,6 +123,7 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
         for short, spec in CATALOGUE.items():
             name = PREFIX + short
             if spec.kind == "counter":
@@ -131,21 +138,30 @@ class PrometheusMetrics:
                     name, spec.help, spec.labels, buckets=spec.buckets, registry=self.registry
                 )
 
-    def _child(self, name: str, labels: Mapping[str, str]) -> Counter | Gauge | Histogram:
-        metric = self._metrics[name]
-        return metric.labels(**labels) if labels else metric
+    def _child(self, name: str, labels: Mapping[str, str]) -> Any:
+        """The labelled child, resolved once per label set and cached.
+
+        prometheus-client's `labels()` validates and builds a key on every call, which
+        costs about as much as parsing a small object; the engine calls this per event.
+        """
+        key = (name, tuple(labels.items()))
+        child = self._children.get(key)
+        if child is None:
+            metric = self._metrics[name]
+            child = self._children[key] = metric.labels(**labels) if labels else metric
+        return child
 
     def inc(self, name: str, labels: Mapping[str, str], n: float = 1) -> None:
         """Add `n` to a counter (or a gauge)."""
-        self._child(name, labels).inc(n)  # type: ignore[union-attr]
+        self._child(name, labels).inc(n)
 
     def observe(self, name: str, labels: Mapping[str, str], value: float) -> None:
         """Record one histogram observation."""
-        self._child(name, labels).observe(value)  # type: ignore[union-attr]
+        self._child(name, labels).observe(value)
 
     def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
         """Set a gauge."""
-        self._child(name, labels).set(value)  # type: ignore[union-attr]
+        self._child(name, labels).set(value)
 
     def forget(self, cluster: str) -> None:
         """Drop the gauges of a cluster this instance no longer owns.
@@ -162,6 +178,9 @@ class PrometheusMetrics:
             for labelvalues in list(metric._metrics):
                 if dict(zip(spec.labels, labelvalues, strict=True)).get("cluster") == cluster:
                     metric.remove(*labelvalues)
+        # a removed child must not be reused: a later set would go to a detached series
+        self._children = {k: v for k, v in self._children.items()
+                          if dict(k[1]).get("cluster") != cluster}
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format (what promtool checks)."""

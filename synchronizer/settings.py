@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -36,7 +36,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from synchronizer.cmdb.dsn import redact as redact_dsn
+from synchronizer.cmdb.dsn import validate as validate_dsn
+
 ENV_PREFIX = "BKCMDB_"
+KindName = Literal["pods", "nodes", "namespaces", "workloads"]
+ALL_KINDS: tuple[str, ...] = ("pods", "nodes", "namespaces", "workloads")
 ENV_DELIMITER = "__"
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
@@ -67,10 +72,28 @@ class InstanceSettings(_Strict):
 class ZooKeeperSettings(_Strict):
     """Coordination; absent means standalone (this instance owns every cluster)."""
 
-    hosts: str = Field("127.0.0.1:2181", min_length=1, description="ZooKeeper connect string.")
+    hosts: str = Field("127.0.0.1:2181", min_length=1,
+                       description="ZooKeeper connect string: host:port[,host:port...][/chroot].")
     root: str = Field("/bkcmdb-synchronizer", pattern=r"^/[^\s]*$",
                       description="Root znode of this deployment.")
     session_timeout: Seconds = Field(10.0, description="Session timeout in seconds.")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: str) -> str:
+        """Catch here what kazoo would only reject inside its connection thread."""
+        servers, slash, chroot = hosts.strip().partition("/")
+        if slash and (not chroot or chroot.endswith("/") or "//" in chroot):
+            raise ValueError(f"chroot /{chroot} is not a valid znode path")
+        for server in servers.split(","):
+            host, colon, port = server.strip().rpartition(":")
+            if not colon:
+                host, port = server.strip(), "2181"
+            if not host or any(c.isspace() for c in host) or "/" in host:
+                raise ValueError(f"{server.strip()!r} is not host:port")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server.strip()!r} has an invalid port")
+        return hosts.strip()
 
 
 class CmdbSettings(_Strict):
@@ -83,10 +106,9 @@ class CmdbSettings(_Strict):
 
     @field_validator("dsn")
     @classmethod
-    def _scheme(cls, dsn: SecretStr) -> SecretStr:
-        scheme = urlsplit(dsn.get_secret_value()).scheme
-        if scheme not in ("mysql", "mysql+asyncmy", "mysql+aiomysql", "sqlite"):
-            raise ValueError(f"unsupported scheme {scheme!r}: use mysql:// or sqlite:///")
+    def _parses(cls, dsn: SecretStr) -> SecretStr:
+        """Refuse at load time a DSN the store could never open (messages hold no secret)."""
+        validate_dsn(dsn.get_secret_value())
         return dsn
 
 
@@ -111,6 +133,19 @@ class SyncSettings(_Strict):
         90.0, description="Seconds without an event or bookmark before a watch is reopened.")
     lease_ttl: Seconds = Field(30.0, description="Seconds a cluster lease lives unrenewed.")
     backoff_max: Seconds = Field(30.0, description="Cap on retry delays, in seconds.")
+    kinds: list[KindName] = Field(
+        default_factory=lambda: list(ALL_KINDS),
+        description="Kinds synced from every cluster (a cluster's `kinds` overrides it).")
+    tombstone_retention: Seconds | None = Field(
+        None, description="Seconds after which Deleted rows are removed (default: never; the"
+        " contract keeps every row).")
+
+    @field_validator("kinds")
+    @classmethod
+    def _some_kinds(cls, kinds: list[str]) -> list[str]:
+        if not kinds:
+            raise ValueError("name at least one kind")
+        return list(dict.fromkeys(kinds))
 
 
 class ClusterSettings(_Strict):
@@ -126,6 +161,8 @@ class ClusterSettings(_Strict):
     kubeconfig: str | None = Field(None, description="Kubeconfig path (instead of `server`).")
     context: str | None = Field(None, description="Kubeconfig context (default: current).")
     in_cluster: bool = Field(False, description="Use the pod's service account instead.")
+    kinds: list[KindName] | None = Field(
+        None, description="Kinds synced from this cluster (default: `sync.kinds`).")
 
     @model_validator(mode="after")
     def _one_way_in(self) -> ClusterSettings:
@@ -221,10 +258,5 @@ def load_settings(path: str | Path | None, environ: dict[str, str] | None = None
             os.environ.update(saved)
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for logs and /status."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+__all__ = ["ALL_KINDS", "ClusterSettings", "ConfigError", "Settings", "load_settings",
+           "redact_dsn"]

@@ -21,6 +21,7 @@ host, so there is no skew to guard against.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sqlite3
 import time
@@ -31,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from reconciler import (
     ApplyResult,
@@ -45,9 +45,23 @@ from reconciler import (
     StoreError,
     Transient,
 )
-from synchronizer.projection import COLUMNS
+from synchronizer.kinds import Kind, Resource
+from synchronizer.kinds.descriptor import SEPARATOR, rendered
 
-from . import schema
+from .api import Fixed, KindTable, register
+from .dsn import parse_sqlite
+from .rows import (
+    ERROR_LIMIT,
+    KEY_LIMIT,
+    RELEASED,
+    clean_text,
+    column_names,
+    db_time,
+    dead_letter_payload,
+    from_db_time,
+    row,
+)
+from .schema import migrate_sqlite
 
 T = TypeVar("T")
 BUSY_TIMEOUT = 30.0
@@ -73,30 +87,45 @@ def _translate(exc: Exception) -> StoreError:
     return StoreError(f"sqlite: {type(exc).__name__}: {exc}")
 
 
-@lru_cache(maxsize=16)
-def _upsert_sql(rows: int, repair: bool = False) -> str:
+def _sum(*values: Any) -> str:
+    """`bk_sum(col, ...)`: the row checksum of `kinds.descriptor.row_checksum`, in SQL."""
+    text = SEPARATOR.join(rendered(v) for v in values)
+    return hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def _content_sum(kind: Kind, table: str) -> str:
+    return f"bk_sum({', '.join(f'{table}.{c.name}' for c in kind.stored)})"
+
+
+@lru_cache(maxsize=64)
+def _upsert_sql(kind: Kind, rows: int, repair: bool = False) -> str:
     """The conditional upsert of `rows` rows: the whole merge rule in one statement.
 
     `repair` (full-sync records) also acts at an equal version when content or state
-    differ, which repairs rows edited out of band.
+    differ, or when the stored row's columns no longer hash to its checksum (edited behind
+    our back), which repairs rows edited out of band.
     """
-    differs = "excluded.checksum <> pods.checksum"
-    newer = "excluded.resource_version > pods.resource_version"
+    t = kind.table
+    differs = f"excluded.checksum <> {t}.checksum"
+    newer = f"excluded.resource_version > {t}.resource_version"
     if repair:
-        differs = f"({differs} OR excluded.state <> pods.state)"
-        newer = (f"({newer} OR (excluded.resource_version = pods.resource_version"
+        differs = (f"({differs} OR excluded.state <> {t}.state OR ({t}.state = 'Active'"
+                   f" AND {t}.checksum <> {_content_sum(kind, t)}))")
+        newer = (f"({newer} OR (excluded.resource_version = {t}.resource_version"
                  f" AND {differs}))")
     full = f"{differs} AND excluded.state = 'Active'"
-    assignments = [f"{c} = CASE WHEN {full} THEN excluded.{c} ELSE pods.{c} END" for c in COLUMNS]
+    assignments = [f"{c.name} = CASE WHEN {full} THEN excluded.{c.name} ELSE {t}.{c.name} END"
+                   for c in kind.stored]
     assignments += [
-        f"state = CASE WHEN {differs} THEN excluded.state ELSE pods.state END",
+        f"state = CASE WHEN {differs} THEN excluded.state ELSE {t}.state END",
         "checksum = excluded.checksum",
         "resource_version = excluded.resource_version",
         "query_at = excluded.query_at",
     ]
-    one = "(" + ", ".join("?" * len(schema.POD_COLUMNS)) + ")"
+    names = column_names(kind)
+    one = "(" + ", ".join("?" * len(names)) + ")"
     return (
-        f"INSERT INTO pods ({', '.join(schema.POD_COLUMNS)}) VALUES {', '.join([one] * rows)}"
+        f"INSERT INTO {t} ({', '.join(names)}) VALUES {', '.join([one] * rows)}"
         f" ON CONFLICT (cluster_id, uid) DO UPDATE SET {', '.join(assignments)}"
         f" WHERE {newer}"
     )
@@ -116,7 +145,7 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _now() -> str:
-    return schema.db_time(datetime.now(UTC))
+    return db_time(datetime.now(UTC))
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -150,6 +179,7 @@ class _Worker:
             conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None)
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.create_function("bk_sum", -1, _sum, deterministic=True)
             self._conn = conn
         return job(self._conn, *args)
 
@@ -174,44 +204,44 @@ class _Worker:
 def _check_fence(conn: sqlite3.Connection, cluster: str, fence: Fence | None) -> None:
     if fence is None:
         return
-    row = conn.execute("SELECT owner, epoch FROM leases WHERE cluster_id = ?",
-                       (cluster,)).fetchone()
-    if row is None or row[0] != fence.owner or row[1] != fence.epoch:
-        held = "nobody" if row is None else f"{row[0]} epoch {row[1]}"
+    found = conn.execute("SELECT owner, epoch, expires_at > ? FROM leases WHERE cluster_id = ?",
+                         (RELEASED, cluster)).fetchone()
+    if found is None or found[0] != fence.owner or found[1] != fence.epoch or not found[2]:
+        held = "nobody" if found is None or not found[2] else f"{found[0]} epoch {found[1]}"
         raise Fenced(f"cluster {cluster}: lease held by {held}, not {fence.owner} "
                      f"epoch {fence.epoch}")
 
 
-def _apply(conn: sqlite3.Connection, cluster: str, batch: Sequence[Record],
-           fence: Fence | None) -> ApplyResult:
+def _apply(conn: sqlite3.Connection, kind: Kind, fixed: Fixed, cluster: str,
+           batch: Sequence[Record], fence: Fence | None) -> ApplyResult:
     """Write a batch in one transaction; on a refused row, redo it row by row (see module)."""
     records = sorted(batch, key=lambda r: r.key)
     try:
-        rows = [schema.pod_row(cluster, r) for r in records]
+        built = [row(kind, cluster, r, fixed) for r in records]
     except (TypeError, ValueError):
-        rows = []
+        built = []
     else:
         try:
             with _immediate(conn):
                 _check_fence(conn, cluster, fence)
                 written = 0
                 for repair in (False, True):
-                    group = [row for row, r in zip(rows, records, strict=True)
+                    group = [b for b, r in zip(built, records, strict=True)
                              if r.repair is repair]
                     for start in range(0, len(group), CHUNK_ROWS):
                         chunk = group[start:start + CHUNK_ROWS]
-                        flat = [value for row in chunk for value in row]
-                        written += conn.execute(_upsert_sql(len(chunk), repair),
+                        flat = [value for values in chunk for value in values]
+                        written += conn.execute(_upsert_sql(kind, len(chunk), repair),
                                                 flat).rowcount
-            return ApplyResult(written=written, unchanged=len(rows) - written)
+            return ApplyResult(written=written, unchanged=len(built) - written)
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
-    return _apply_rows(conn, cluster, records, fence)
+    return _apply_rows(conn, kind, fixed, cluster, records, fence)
 
 
-def _apply_rows(conn: sqlite3.Connection, cluster: str, records: Sequence[Record],
-                fence: Fence | None) -> ApplyResult:
+def _apply_rows(conn: sqlite3.Connection, kind: Kind, fixed: Fixed, cluster: str,
+                records: Sequence[Record], fence: Fence | None) -> ApplyResult:
     """Write each record in its own statement of one transaction; dead-letter the refused."""
     written = 0
     rejected: list[tuple[ObjectKey, str]] = []
@@ -219,19 +249,18 @@ def _apply_rows(conn: sqlite3.Connection, cluster: str, records: Sequence[Record
         _check_fence(conn, cluster, fence)
         for record in records:
             try:
-                row = schema.pod_row(cluster, record)
-                written += conn.execute(_upsert_sql(1, record.repair), row).rowcount
+                values = row(kind, cluster, record, fixed)
+                written += conn.execute(_upsert_sql(kind, 1, record.repair), values).rowcount
             except Exception as exc:
                 if not (_is_data_error(exc) or isinstance(exc, TypeError | ValueError)):
                     raise
-                error = schema.clean_text(f"{exc}", schema.ERROR_LIMIT)
+                error = clean_text(f"{exc}", ERROR_LIMIT)
                 rejected.append((record.key, error))
                 conn.execute(
-                    'INSERT INTO dead_letters (cluster_id, uid, error, payload, "at")'
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (schema.clean_text(cluster, schema.KEY_LIMIT),
-                     schema.clean_text(record.key, 255), error,
-                     schema.dead_letter_payload(record), _now()),
+                    'INSERT INTO dead_letters (cluster_id, kind, uid, error, payload, "at")'
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (clean_text(cluster, KEY_LIMIT), kind.name, clean_text(record.key, 255),
+                     error, dead_letter_payload(record), _now()),
                 )
     return ApplyResult(written=written, unchanged=len(records) - written - len(rejected),
                        rejected=tuple(rejected))
@@ -244,29 +273,24 @@ def _acquire(conn: sqlite3.Connection, cluster: str, fence: Fence, ttl: float) -
             "INSERT INTO leases (cluster_id, owner, epoch, expires_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (cluster_id) DO UPDATE SET owner = excluded.owner,"
             " epoch = excluded.epoch, expires_at = excluded.expires_at"
-            " WHERE leases.expires_at <= ? OR leases.epoch < excluded.epoch"
-            " OR (leases.owner = excluded.owner AND leases.epoch <= excluded.epoch)",
+            " WHERE leases.epoch < excluded.epoch"
+            " OR (leases.owner = excluded.owner AND leases.epoch <= excluded.epoch)"
+            " OR (leases.expires_at <= ? AND (leases.epoch <= excluded.epoch"
+            " OR excluded.epoch = 0))",
             (cluster, fence.owner, fence.epoch,
-             schema.db_time(now + timedelta(seconds=max(ttl, 0.0))), schema.db_time(now)),
+             db_time(now + timedelta(seconds=max(ttl, 0.0))), db_time(now)),
         ).rowcount == 1
 
 
-def parse_dsn(dsn: str) -> str:
-    """Return the file path of `sqlite:///path` (relative) or `sqlite:////abs/path`."""
-    parts = urlsplit(dsn)
-    if parts.scheme != "sqlite" or not dsn.startswith("sqlite:///"):
-        raise ValueError("sqlite DSN must look like sqlite:///relative/path.db or "
-                         "sqlite:////absolute/path.db")
-    if parts.query:
-        raise ValueError(f"sqlite DSN takes no parameters, got {parts.query!r}")
-    path = dsn[len("sqlite:///"):].split("?", 1)[0]
-    if not path or path == ":memory:" or path.endswith("/"):
-        raise ValueError("sqlite DSN names no database file")
-    return path
+def _where(kind: Kind, fixed: Fixed) -> tuple[str, tuple[Any, ...]]:
+    if fixed:
+        assert kind.discriminator is not None
+        return f" AND {kind.discriminator} = ?", (fixed[kind.discriminator],)
+    return "", ()
 
 
 class SQLiteStore:
-    """`reconciler.Store` and `reconciler.Leases` on an SQLite file (the embedded CMDB)."""
+    """Every kind's table, leases and dead letters on an SQLite file (the embedded CMDB)."""
 
     def __init__(self, path: str) -> None:
         """Prefer `await SQLiteStore.open(dsn)`, which also creates the tables."""
@@ -279,11 +303,14 @@ class SQLiteStore:
         """The DSN, for logs and /status (an SQLite DSN holds no secret)."""
         return f"sqlite:///{self.path}"
 
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.dsn})"
+
     @classmethod
     async def open(cls, dsn: str, *, migrate: bool = True) -> SQLiteStore:
         """Open (creating the file, its directory and the tables if missing, unless
         `migrate` is False: then a missing file is an error and nothing is written)."""
-        path = parse_dsn(dsn)
+        path = parse_sqlite(dsn)
         if not migrate and not os.path.exists(path):  # noqa: ASYNC240 - one stat call
             raise StoreError(f"sqlite: no such database file {path}")
         if migrate:
@@ -291,78 +318,109 @@ class SQLiteStore:
         store = cls(path)
         try:
             if migrate:
-                await store._writer.call(schema.migrate_sqlite)
+                await store._writer.call(migrate_sqlite)
         except BaseException:
             await store.close()
             raise
         return store
 
-    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Version, checksum and state of every row of `cluster` (the full-sync diff's B)."""
+    def table(self, kind: Kind, resource: Resource | None = None) -> KindTable:
+        """The engine's `Store` for `kind` (or one resource of it)."""
+        return KindTable(self, kind, resource)
+
+    async def load_index(self, kind: Kind, fixed: Fixed,
+                         cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+        """Version, checksum ('' if edited) and state of the Active rows of the view."""
+        extra, args = _where(kind, fixed)
+        sql = (f"SELECT uid, resource_version, CASE WHEN checksum = "
+               f"{_content_sum(kind, kind.table)} THEN checksum ELSE '' END, state"
+               f" FROM {kind.table} WHERE cluster_id = ? AND state = 'Active'{extra}")
+
         def job(conn: sqlite3.Connection) -> dict[ObjectKey, Stamp]:
-            cur = conn.execute("SELECT uid, resource_version, checksum, state FROM pods"
-                               " WHERE cluster_id = ?", (cluster,))
+            cur = conn.execute(sql, (cluster, *args))
             return {uid: Stamp(version, checksum, _STATES[state])
                     for uid, version, checksum, state in cur}
         return await self._reader.call(job)
 
-    async def apply(self, cluster: ClusterId, batch: Sequence[Record], *,
-                    fence: Fence | None = None) -> ApplyResult:
+    async def apply(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                    batch: Sequence[Record], fence: Fence | None) -> ApplyResult:
         """Write `batch` under the merge rule in one transaction (fenced when `fence`)."""
-        if not batch:
-            return ApplyResult()
-        return await self._writer.call(_apply, cluster, batch, fence)
+        return await self._writer.call(_apply, kind, fixed, cluster, batch, fence)
+
+    async def count_active(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> int:
+        """Active rows of the view (an index range count)."""
+        extra, args = _where(kind, fixed)
+        sql = (f"SELECT COUNT(*) FROM {kind.table} WHERE cluster_id = ? AND state = 'Active'"
+               f"{extra}")
+        return await self._reader.call(
+            lambda conn: int(conn.execute(sql, (cluster, *args)).fetchone()[0]))
+
+    async def count_by_state(self, kind: Kind, cluster: ClusterId) -> dict[str, int]:
+        """Rows of `cluster` per state, both states always present."""
+        def job(conn: sqlite3.Connection) -> dict[str, int]:
+            counts = dict.fromkeys(_STATES, 0)
+            for state, n in conn.execute(f"SELECT state, COUNT(*) FROM {kind.table}"
+                                         " WHERE cluster_id = ? GROUP BY state", (cluster,)):
+                counts[state] = n
+            return counts
+        return await self._reader.call(job)
+
+    async def rows(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> list[dict[str, Any]]:
+        """Every column of every row of the view, by uid; query_at as aware UTC datetime."""
+        names = column_names(kind)
+        extra, args = _where(kind, fixed)
+
+        def job(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute(f"SELECT {', '.join(names)} FROM {kind.table}"
+                               f" WHERE cluster_id = ?{extra} ORDER BY uid", (cluster, *args))
+            out = [dict(zip(names, values, strict=True)) for values in cur]
+            for found in out:
+                found["query_at"] = from_db_time(found["query_at"])
+            return out
+        return await self._reader.call(job)
+
+    async def purge_tombstones(self, kind: Kind, cluster: ClusterId, before: datetime,
+                               limit: int) -> int:
+        """Delete up to `limit` tombstones of `cluster` observed before `before`."""
+        def job(conn: sqlite3.Connection) -> int:
+            with _immediate(conn):
+                return conn.execute(
+                    f"DELETE FROM {kind.table} WHERE rowid IN (SELECT rowid FROM {kind.table}"
+                    " WHERE cluster_id = ? AND state = 'Deleted' AND query_at < ? LIMIT ?)",
+                    (cluster, db_time(before), limit)).rowcount
+        return await self._writer.call(job)
 
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
         """Take or renew `cluster`'s lease for `ttl` seconds; True when `fence` holds it."""
         return await self._writer.call(_acquire, cluster, fence, ttl)
 
     async def release(self, cluster: ClusterId, fence: Fence) -> None:
-        """Drop the lease if `fence` holds it: a successor need not wait, our writes fence."""
+        """Expire the lease if `fence` holds it: a successor need not wait; the epoch stays."""
         def job(conn: sqlite3.Connection) -> None:
             with _immediate(conn):
-                conn.execute("DELETE FROM leases WHERE cluster_id = ? AND owner = ? AND epoch = ?",
-                             (cluster, fence.owner, fence.epoch))
+                conn.execute("UPDATE leases SET expires_at = ? WHERE cluster_id = ? AND"
+                             " owner = ? AND epoch = ?",
+                             (RELEASED, cluster, fence.owner, fence.epoch))
         await self._writer.call(job)
 
     async def lease(self, cluster: ClusterId) -> dict[str, Any] | None:
-        """The lease row of `cluster` (owner, epoch, expires_at), expired or not; None if free."""
+        """The lease row of `cluster` (owner, epoch, expires_at), expired or not."""
         def job(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = conn.execute("SELECT owner, epoch, expires_at FROM leases WHERE cluster_id = ?",
-                               (cluster,)).fetchone()
-            if row is None:
+            found = conn.execute("SELECT owner, epoch, expires_at FROM leases"
+                                 " WHERE cluster_id = ?", (cluster,)).fetchone()
+            if found is None:
                 return None
-            return {"owner": row[0], "epoch": row[1], "expires_at": schema.from_db_time(row[2])}
-        return await self._reader.call(job)
-
-    async def count_by_state(self, cluster: ClusterId) -> dict[str, int]:
-        """Rows of `cluster` per state, both states always present (for /status)."""
-        def job(conn: sqlite3.Connection) -> dict[str, int]:
-            counts = dict.fromkeys(_STATES, 0)
-            for state, n in conn.execute("SELECT state, COUNT(*) FROM pods WHERE cluster_id = ?"
-                                         " GROUP BY state", (cluster,)):
-                counts[state] = n
-            return counts
-        return await self._reader.call(job)
-
-    async def rows(self, cluster: ClusterId) -> list[dict[str, Any]]:
-        """Every column of every row of `cluster`, by uid; query_at as aware UTC datetime."""
-        def job(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = conn.execute(f"SELECT {', '.join(schema.POD_COLUMNS)} FROM pods"
-                               " WHERE cluster_id = ? ORDER BY uid", (cluster,))
-            out = [dict(zip(schema.POD_COLUMNS, row, strict=True)) for row in cur]
-            for row in out:
-                row["query_at"] = schema.from_db_time(row["query_at"])
-            return out
+            return {"owner": found[0], "epoch": found[1],
+                    "expires_at": from_db_time(found[2])}
         return await self._reader.call(job)
 
     async def dead_letters(self, cluster: ClusterId) -> list[dict[str, Any]]:
-        """Refused rows of `cluster`, oldest first: uid, error, payload (JSON), at."""
+        """Refused rows of `cluster`, oldest first: kind, uid, error, payload (JSON), at."""
         def job(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = conn.execute('SELECT uid, error, payload, "at" FROM dead_letters'
+            cur = conn.execute('SELECT kind, uid, error, payload, "at" FROM dead_letters'
                                " WHERE cluster_id = ? ORDER BY id", (cluster,))
-            return [{"uid": u, "error": e, "payload": p, "at": schema.from_db_time(a)}
-                    for u, e, p, a in cur]
+            return [{"kind": k, "uid": u, "error": e, "payload": p, "at": from_db_time(a)}
+                    for k, u, e, p, a in cur]
         return await self._reader.call(job)
 
     async def ping(self) -> None:
@@ -373,3 +431,6 @@ class SQLiteStore:
         """Close both connections; the store is unusable afterwards."""
         await self._writer.close()
         await self._reader.close()
+
+
+register("sqlite", SQLiteStore.open)

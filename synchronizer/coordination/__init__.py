@@ -8,8 +8,8 @@ diffs the owned set against its running reconcilers; the store's lease table tak
 cluster over when a higher epoch arrives, which fences off a previous owner.
 
 Modules, bottom-up (only `zk` and the recipes built on it import kazoo):
-- `api`: `Member`, `CoordinationStatus`, the `Registry` and `Coordinator` protocols,
-  `StaticRegistry`, and `RegistryPull` (merge registries, keep last good answers).
+- `api`: `Member`, `CoordinationStatus`, `Assigned` (fence and spec of an owned cluster),
+  and the `Coordinator` protocol (the registries live in `synchronizer.registries`).
 - `latest`: `Latest`, a level-triggered value with waiters (the owned-set stream).
 - `hashring`: pure `assign(clusters, members)` — consistent hashing, bounded loads.
 - `zk`: the kazoo session bridged to asyncio; state stream; the stand-down timer.
@@ -24,12 +24,10 @@ ZooKeeper layout under `root`: `members/<instance id>` (ephemeral, JSON address/
 
 from .api import (
     STATES,
+    Assigned,
     CoordinationStatus,
     Coordinator,
     Member,
-    Registry,
-    RegistryPull,
-    StaticRegistry,
 )
 from .assignment import Assignment
 from .coordinator import ZooKeeperCoordinator
@@ -38,14 +36,12 @@ from .standalone import StandaloneCoordinator
 
 __all__ = [
     "STATES",
+    "Assigned",
     "Assignment",
     "CoordinationStatus",
     "Coordinator",
     "Member",
-    "Registry",
-    "RegistryPull",
     "StandaloneCoordinator",
-    "StaticRegistry",
     "ZooKeeperCoordinator",
     "assign",
 ]

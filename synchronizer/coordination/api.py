@@ -2,19 +2,21 @@
 
 Role: the vocabulary shared by `StandaloneCoordinator` and `ZooKeeperCoordinator` and
 their consumers (the controller, /status, /readyz). A `Coordinator` hands out, level-
-triggered, the full set of clusters this instance must run now, each with a `Fence`
-(owner = instance id, epoch = monotonic per cluster); a `Registry` says which clusters
-exist. Nothing here imports kazoo.
+triggered, the full set of clusters this instance must run now, each `Assigned` with a
+`Fence` (owner = instance id, epoch = monotonic per cluster) and the cluster's spec; the
+registries (`synchronizer.registries`) say which clusters exist. Nothing here imports
+kazoo.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler import ClusterId, Fence
+from synchronizer.registries.spec import ClusterSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,17 @@ class CoordinationStatus:
     moved_last: int
 
 
-class Registry(Protocol):
-    """A source of cluster ids (static config, a custom resource, an HTTP registry)."""
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """One cluster this instance must run: the fence it writes under, and its spec.
 
-    async def clusters(self) -> frozenset[str]:
-        """Return every cluster id this registry knows now; raise when it cannot tell."""
-        ...
+    `spec` is what the master published with the assignment; None when the assignment
+    carried none (a master of an older version), in which case the member looks the
+    cluster up in its own static config.
+    """
+
+    fence: Fence
+    spec: ClusterSpec | None = None
 
 
 class Coordinator(Protocol):
@@ -70,7 +77,7 @@ class Coordinator(Protocol):
         """Stand down, give up every claim, and close the session (graceful)."""
         ...
 
-    def owned(self) -> AsyncIterator[Mapping[ClusterId, Fence]]:
+    def owned(self) -> AsyncIterator[Mapping[ClusterId, Assigned]]:
         """Yield the full owned set now and after every change (newest value only)."""
         ...
 
@@ -82,51 +89,3 @@ class Coordinator(Protocol):
     def ready(self) -> bool:
         """True once this instance has joined coordination (and while it stays joined)."""
         ...
-
-
-class StaticRegistry:
-    """The `clusters:` list of the config file: a fixed set, never failing."""
-
-    def __init__(self, clusters: Iterable[str]) -> None:
-        self._clusters = frozenset(clusters)
-
-    async def clusters(self) -> frozenset[str]:
-        """The configured cluster ids."""
-        return self._clusters
-
-
-class RegistryPull:
-    """Merges several registries, keeping each one's last good answer.
-
-    Why keep stale answers: a registry that fails for a moment must not make its clusters
-    vanish (that would stop their reconcilers everywhere, then start them again).
-    `complete` is False while some registry has never answered; the master then keeps
-    the clusters of the current assignment instead of dropping them.
-    """
-
-    def __init__(self, registries: Sequence[Registry]) -> None:
-        self._registries = tuple(registries)
-        self._last: list[frozenset[str] | None] = [None] * len(self._registries)
-
-    @property
-    def complete(self) -> bool:
-        """True once every registry has answered at least once."""
-        return all(r is not None for r in self._last)
-
-    async def pull(self) -> frozenset[str]:
-        """Ask every registry; return the union of the latest good answers."""
-        for i, registry in enumerate(self._registries):
-            try:
-                self._last[i] = frozenset(await registry.clusters())
-            except Exception as exc:  # a registry is someone else's code: never fatal here
-                log.warning("cluster registry %s failed, keeping its last answer: %s",
-                            type(registry).__name__, exc)
-        return self.merged()
-
-    def merged(self) -> frozenset[str]:
-        """The union of the latest good answers, without asking again."""
-        out: set[str] = set()
-        for clusters in self._last:
-            if clusters is not None:
-                out |= clusters
-        return frozenset(out)

@@ -6,7 +6,8 @@ watches that znode (`ZkSession.watch_data`, re-armed on every fire) and takes it
 (`Assignment.share`) as {cluster: Fence}.
 
 Document: `{"version": n, "master": id, "members": {id: incarnation},
-"assignments": {cluster: id}, "epochs": {cluster: epoch}}`. One znode, so a member always
+"assignments": {cluster: id}, "epochs": {cluster: epoch}, "specs": {cluster: spec}}`; a
+spec names its secrets by reference only (`registries.spec`). One znode, so a member always
 sees a consistent whole (never half of a rebalance), and a set with the expected znode
 version makes two writers impossible to interleave.
 
@@ -43,7 +44,9 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from reconciler import ClusterId, Fence
+from synchronizer.registries.spec import ClusterSpec
 
+from .api import Assigned
 from .election import Leadership, LeadershipLost
 from .hashring import moved
 from .zk import EXPIRED, ZkSession
@@ -51,6 +54,8 @@ from .zk import EXPIRED, ZkSession
 log = logging.getLogger(__name__)
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+Decision = tuple[Mapping[str, str], Mapping[str, int], Mapping[str, Mapping[str, Any]]]
+"""What the master decides: owners by cluster, members by incarnation, specs by cluster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,8 @@ class Assignment:
     members: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     owners: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     epochs: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    specs: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    """Each assigned cluster's `ClusterSpec.to_json()` (secrets by reference only)."""
 
     def encode(self) -> bytes:
         """The znode's data: canonical JSON (sorted keys)."""
@@ -72,6 +79,7 @@ class Assignment:
                 "members": dict(self.members),
                 "assignments": dict(self.owners),
                 "epochs": dict(self.epochs),
+                "specs": {k: dict(v) for k, v in self.specs.items()},
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -90,24 +98,33 @@ class Assignment:
                 members={str(k): int(v) for k, v in raw.get("members", {}).items()},
                 owners={str(k): str(v) for k, v in raw.get("assignments", {}).items()},
                 epochs={str(k): int(v) for k, v in raw.get("epochs", {}).items()},
+                specs={str(k): dict(v) for k, v in (raw.get("specs") or {}).items()},
             )
         except (ValueError, TypeError, AttributeError) as exc:
             log.error("unreadable assignment znode, treating it as empty: %s", exc)
             return cls()
 
-    def share(self, member_id: str, incarnation: int | None) -> dict[ClusterId, Fence]:
-        """The clusters assigned to this member's incarnation, each with its fence.
+    def share(self, member_id: str, incarnation: int | None) -> dict[ClusterId, Assigned]:
+        """The clusters assigned to this member's incarnation, each with fence and spec.
 
         An incarnation the master has not assigned to yet (we re-registered after losing
         the session) gets nothing until the master publishes for it.
         """
         if incarnation is None or self.members.get(member_id) != incarnation:
             return {}
-        return {
-            ClusterId(cluster): Fence(owner=member_id, epoch=self.epochs.get(cluster, 0))
-            for cluster, owner in self.owners.items()
-            if owner == member_id
-        }
+        out: dict[ClusterId, Assigned] = {}
+        for cluster, owner in self.owners.items():
+            if owner != member_id:
+                continue
+            spec = self.specs.get(cluster)
+            try:
+                parsed = ClusterSpec.from_json(spec) if spec else None
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("cluster %s: unreadable spec in the assignment: %s", cluster, exc)
+                parsed = None
+            out[ClusterId(cluster)] = Assigned(
+                Fence(owner=member_id, epoch=self.epochs.get(cluster, 0)), parsed)
+        return out
 
     def same_plan(self, other: Assignment) -> bool:
         """Equal in everything but the version: nothing to publish."""
@@ -116,6 +133,8 @@ class Assignment:
             and dict(self.members) == dict(other.members)
             and dict(self.owners) == dict(other.owners)
             and dict(self.epochs) == dict(other.epochs)
+            and {k: dict(v) for k, v in self.specs.items()}
+            == {k: dict(v) for k, v in other.specs.items()}
         )
 
 
@@ -126,6 +145,7 @@ def plan(
     *,
     master: str,
     epoch: int,
+    specs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Assignment:
     """The next assignment: `owners`, with epochs kept where owner and incarnation are."""
     epochs: dict[str, int] = {}
@@ -142,6 +162,7 @@ def plan(
         members=dict(members),
         owners=dict(owners),
         epochs=epochs,
+        specs={k: v for k, v in (specs or {}).items() if k in owners},
     )
 
 
@@ -163,7 +184,7 @@ class Publisher:
     async def publish(
         self,
         leadership: Leadership,
-        decide: Callable[[Assignment], tuple[Mapping[str, str], Mapping[str, int]]],
+        decide: Callable[[Assignment], Decision],
         *,
         master: str,
     ) -> Published:
@@ -187,8 +208,9 @@ class Publisher:
             except EXPIRED as exc:
                 raise LeadershipLost("session expired") from exc
             current = Assignment.decode(data)
-            owners, members = decide(current)
-            new = plan(current, owners, members, master=master, epoch=int(stat.mzxid))
+            owners, members, specs = decide(current)
+            new = plan(current, owners, members, master=master, epoch=int(stat.mzxid),
+                       specs=specs)
             if new.same_plan(current):
                 return Published(current, None)
             txn = client.transaction()

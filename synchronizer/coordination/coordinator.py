@@ -30,10 +30,11 @@ from typing import Any
 
 from kazoo.exceptions import ConnectionClosedError
 
-from reconciler import ClusterId, Fence, Metrics
+from reconciler import ClusterId, Metrics
+from synchronizer.registries import Registry, RegistryPull
 
-from .api import CoordinationStatus, Member, Registry, RegistryPull
-from .assignment import Assignment, Publisher
+from .api import Assigned, CoordinationStatus, Member
+from .assignment import Assignment, Decision, Publisher
 from .election import Election, Leadership, LeadershipLost
 from .hashring import DEFAULT_LOAD_FACTOR, DEFAULT_VNODES, assign
 from .latest import Latest
@@ -77,8 +78,8 @@ class ZooKeeperCoordinator:
         self._membership = Membership(self._session, self.root, member)
         self._election = Election(self._session, f"{self.root}/election", instance_id)
         self._publisher = Publisher(self._session, f"{self.root}/assignment")
-        self._pull = RegistryPull(registries)
-        self._owned: Latest[Mapping[ClusterId, Fence]] = Latest(MappingProxyType({}))
+        self.pull = RegistryPull(registries)
+        self._owned: Latest[Mapping[ClusterId, Assigned]] = Latest(MappingProxyType({}))
         self._members: Latest[Mapping[str, int]] = Latest(MappingProxyType({}))
         self._doc: Latest[Assignment] = Latest(Assignment())
         self._members_seen = False
@@ -144,7 +145,7 @@ class ZooKeeperCoordinator:
         self._gauge_session(self._session.view.value)
         log.info("coordination stopped")
 
-    def owned(self) -> AsyncIterator[Mapping[ClusterId, Fence]]:
+    def owned(self) -> AsyncIterator[Mapping[ClusterId, Assigned]]:
         """The full owned set now and after every change (newest value only)."""
         return self._owned.stream()
 
@@ -269,7 +270,7 @@ class ZooKeeperCoordinator:
 
     async def _pull_loop(self, kick: asyncio.Event, pulled: asyncio.Event) -> None:
         while True:
-            await self._pull.pull()
+            await self.pull.pull()
             pulled.set()
             kick.set()
             await asyncio.sleep(self._pull_interval)  # the period itself, not a wait for news
@@ -301,13 +302,20 @@ class ZooKeeperCoordinator:
                      result.assignment.version, len(result.assignment.owners),
                      len(result.assignment.members), result.moved)
 
-    def _decide(self, current: Assignment) -> tuple[dict[str, str], dict[str, int]]:
+    def _decide(self, current: Assignment) -> Decision:
         members = dict(self._members.value)
-        clusters = set(self._pull.merged())
-        if not self._pull.complete:
-            clusters |= set(current.owners)  # a registry never answered: drop nothing
+        merged = self.pull.merged()
+        specs: dict[str, Any] = {c: s.to_json() for c, s in merged.items()}
+        if not self.pull.complete:
+            # a registry never answered: drop nothing, keep what the assignment says
+            for cluster in current.owners:
+                if cluster not in specs and cluster in current.specs:
+                    specs[cluster] = dict(current.specs[cluster])
+            clusters = set(specs) | set(current.owners)
+        else:
+            clusters = set(specs)
         owners = assign(clusters, members, vnodes=self._vnodes, load_factor=self._load_factor)
-        return owners, members
+        return owners, members, specs
 
     # -- ownership and metrics -------------------------------------------------------------
 
@@ -320,7 +328,7 @@ class ZooKeeperCoordinator:
             and registered is not None
             and registered[0] == view.generation
         )
-        share: dict[ClusterId, Fence] = {}
+        share: dict[ClusterId, Assigned] = {}
         if joined and registered is not None:
             share = self._doc.value.share(self.instance_id, registered[1])
         self._ready = joined and self._doc_seen

@@ -2,9 +2,9 @@
 
 Role: the same `Coordinator` interface as the ZooKeeper one, so the controller cannot tell
 the difference: it re-reads the registries every `pull_interval` and yields the merged set,
-each cluster fenced with `Fence(owner=instance_id, epoch=0)`. Epoch 0 is below every
-ZooKeeper epoch (zxids start at 1), so if the deployment later moves to ZooKeeper, the
-first ZooKeeper owner takes the store's leases over.
+each cluster with its spec and fenced with `Fence(owner=instance_id, epoch=0)`. Epoch 0 is
+below every ZooKeeper epoch (zxids start at 1), so if the deployment later moves to
+ZooKeeper, the first ZooKeeper owner takes the store's leases over.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 
 from reconciler import ClusterId, Fence, Metrics
+from synchronizer.registries import ClusterSpec, Registry, RegistryPull
 
-from .api import CoordinationStatus, Registry, RegistryPull
+from .api import Assigned, CoordinationStatus
 from .latest import Latest
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,10 @@ class StandaloneCoordinator:
         metrics: Metrics | None = None,
     ) -> None:
         self.instance_id = instance_id
-        self._pull = RegistryPull(registries)
+        self.pull = RegistryPull(registries)
         self._pull_interval = pull_interval
         self._metrics = metrics
-        self._owned: Latest[Mapping[ClusterId, Fence]] = Latest(MappingProxyType({}))
+        self._owned: Latest[Mapping[ClusterId, Assigned]] = Latest(MappingProxyType({}))
         self._task: asyncio.Task[None] | None = None
         self._ready = False
         self._stopped = False
@@ -61,11 +62,11 @@ class StandaloneCoordinator:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._publish(frozenset())
+        self._publish({})
         if self._metrics is not None:
             self._metrics.set("is_master", {}, 0)
 
-    def owned(self) -> AsyncIterator[Mapping[ClusterId, Fence]]:
+    def owned(self) -> AsyncIterator[Mapping[ClusterId, Assigned]]:
         """The full owned set now and after every change."""
         return self._owned.stream()
 
@@ -88,13 +89,14 @@ class StandaloneCoordinator:
             await self._refresh()
 
     async def _refresh(self) -> None:
-        clusters = await self._pull.pull()
+        clusters = await self.pull.pull()
         self._ready = True
         if not self._stopped:
             self._publish(clusters)
 
-    def _publish(self, clusters: frozenset[str]) -> None:
-        fences = {ClusterId(c): Fence(owner=self.instance_id, epoch=0) for c in sorted(clusters)}
+    def _publish(self, clusters: Mapping[str, ClusterSpec]) -> None:
+        fence = Fence(owner=self.instance_id, epoch=0)
+        fences = {ClusterId(c): Assigned(fence, clusters[c]) for c in sorted(clusters)}
         if self._owned.set(MappingProxyType(fences)):
             log.info("standalone: owning %d clusters", len(fences))
             if self._metrics is not None:

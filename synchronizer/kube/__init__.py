@@ -1,20 +1,25 @@
-"""The Kubernetes side: reaching API servers and reading their Pods as a `reconciler.Source`.
+"""The Kubernetes side: reaching API servers and reading their objects as `reconciler.Source`s.
 
 `connection` turns a cluster's settings (server URL, kubeconfig, in-cluster service
-account) into an httpx client with refreshing credentials; `source` lists and watches Pods
-over it with orjson and `synchronizer.projection`, never the kubernetes model classes.
+account) into credentials; `client` holds one shared httpx client per cluster; `source`
+lists and watches one resource through it (framing in `lines`, one stream in `stream`,
+events in `events`), projecting objects with the kind's projection from
+`synchronizer.kinds`, never the kubernetes model classes.
 """
 
+from .client import ClusterClient
 from .connection import ClusterEndpoint, Credentials, KubeConfigError, client_kwargs, connect
-from .errors import AccessDenied, probe
-from .source import KubePodSource
+from .errors import Absent, AccessDenied, probe
+from .source import KubeSource
 
 __all__ = [
+    "Absent",
     "AccessDenied",
+    "ClusterClient",
     "ClusterEndpoint",
     "Credentials",
     "KubeConfigError",
-    "KubePodSource",
+    "KubeSource",
     "client_kwargs",
     "connect",
     "probe",

@@ -14,17 +14,22 @@ from email.utils import parsedate_to_datetime
 import httpx
 import orjson
 
-from reconciler import Expired, SourceUnavailable
+from reconciler import Expired, Refused, SourceUnavailable
 
 from .connection import ClusterEndpoint, KubeConfigError, client_kwargs, connect
 
-PODS = "/api/v1/pods"
+PROBE_PATH = "/api/v1/pods"
+"""What `probe` lists (one item): the resource every synced cluster is read for."""
 EXCERPT = 160
 """Characters of an offending line or object quoted in a log line."""
 
 
-class AccessDenied(SourceUnavailable):
+class AccessDenied(Refused):
     """The API server refused our credentials (401) or their rights (403)."""
+
+
+class Absent(Refused):
+    """The API server does not serve this resource (404: an API the cluster lacks)."""
 
 
 def excerpt(data: bytes | str) -> str:
@@ -81,6 +86,8 @@ def http_error(
     after = retry_after(response.headers.get("Retry-After"), now=now)
     if code in (401, 403):
         return AccessDenied(msg, retry_after=after)
+    if code == 404:
+        return Absent(msg, retry_after=after)
     return SourceUnavailable(msg, retry_after=after)
 
 
@@ -102,12 +109,12 @@ async def probe(endpoint: ClusterEndpoint, *, request_timeout: float = 10.0) -> 
     kwargs = client_kwargs(creds, timeout=httpx.Timeout(request_timeout))
     async with httpx.AsyncClient(**kwargs) as c:
         try:
-            response = await c.get(PODS, params={"limit": "1"})
+            response = await c.get(PROBE_PATH, params={"limit": "1"})
             body = await response.aread()
         except (httpx.HTTPError, KubeConfigError) as exc:
             raise transport_error(endpoint.id, f"cannot reach {creds.base_url}", exc) from None
     if response.status_code != 200:
-        raise http_error(endpoint.id, f"GET {creds.base_url}{PODS}", response, body)
+        raise http_error(endpoint.id, f"GET {creds.base_url}{PROBE_PATH}", response, body)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

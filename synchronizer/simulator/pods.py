@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from synchronizer.projection import MODULE_ANNOTATION, SET_ANNOTATION
+from synchronizer.kinds.pods import MODULE_ANNOTATION, SET_ANNOTATION
 
 PHASES: tuple[str, ...] = ("Pending", "Running", "Succeeded", "Failed")
 TEAMS: tuple[str, ...] = ("payments", "search", "ads", "games", "infra", "storage")

@@ -14,7 +14,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from reconciler import ReconcilerError
 from synchronizer.settings import ConfigError, Settings, load_settings, redact_dsn
@@ -40,21 +40,23 @@ def first_line(exc: BaseException) -> str:
 
 def scrub(message: str, dsn: str) -> str:
     """Remove the DSN's password (and the raw DSN) from a message, whoever wrote it."""
-    password = urlsplit(dsn).password
     if dsn in message:
         message = message.replace(dsn, redact_dsn(dsn))
-    if password:
-        message = message.replace(password, "***")
+    _, sep, rest = dsn.partition("://")
+    userinfo = rest.rpartition("@")[0] if sep else ""
+    password = unquote(userinfo.partition(":")[2]) if ":" in userinfo else ""
+    for secret in {password, userinfo.partition(":")[2]} - {""}:
+        message = message.replace(secret, "***")
     return message
 
 
 def sqlite_missing(dsn: str) -> tuple[bool, str | None]:
     """(file missing, why it could not be created) for an SQLite DSN; (False, None) else."""
-    from synchronizer.cmdb.sqlite import parse_dsn
+    from synchronizer.cmdb.dsn import parse_sqlite
 
-    if urlsplit(dsn).scheme != "sqlite":
+    if not dsn.startswith("sqlite:"):
         return False, None
-    path = Path(parse_dsn(dsn))
+    path = Path(parse_sqlite(dsn))
     if path.exists():
         return False, None
     parent = path.absolute().parent
@@ -97,17 +99,20 @@ async def check_cmdb(dsn: str) -> str | None:
 
 async def probe_clusters(settings: Settings) -> list[str]:
     """Probe every configured cluster; return one line per unreachable cluster, in order."""
-    from synchronizer.app import endpoint_of
     from synchronizer.kube import probe
+    from synchronizer.registries import SecretResolver, endpoint_of
+    from synchronizer.registries.static import spec_of, static_tokens
 
     gate = asyncio.Semaphore(PROBE_CONCURRENCY)
+    secrets = SecretResolver(static=static_tokens(settings.clusters))
 
     async def one(index: int) -> str | None:
         spec = settings.clusters[index]
         async with gate:
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT + 5):
-                    await probe(endpoint_of(spec), request_timeout=PROBE_TIMEOUT)
+                    endpoint = await endpoint_of(spec_of(spec), secrets)
+                    await probe(endpoint, request_timeout=PROBE_TIMEOUT)
             except TimeoutError:
                 detail = f"no answer within {PROBE_TIMEOUT + 5:g} s"
             except Exception as exc:  # every failure is the user's to read, in one line

@@ -2,16 +2,19 @@
 
 Why it exists: the synchronizer claims convergence; an operator (and the demo, and the
 tests) need an independent check of that claim that trusts nothing the service keeps in
-memory. It lists the cluster through the same `KubePodSource` (one consistent snapshot at
-one resourceVersion, restarted from scratch on 410 Expired), projects every Pod with the
-same `project()`, reads the store's rows, and classifies:
+memory. For every kind the cluster syncs, and every resource of that kind, it lists the
+cluster through the same `KubeSource` (one consistent snapshot at one resourceVersion,
+restarted from scratch on 410 Expired), projects every object with the same projection,
+reads the store's rows of that resource, and classifies:
 
-- `missing`: a live Pod with no Active row (no row, or a tombstone);
-- `stale`: an Active row whose checksum or stored columns differ from the Pod's
+- `missing`: a live object with no Active row (no row, or a tombstone);
+- `stale`: an Active row whose checksum or stored columns differ from the object's
   projection. A row at an older resource_version with identical content is *not* stale:
-  a full sync sends nothing for a Pod whose checksum is unchanged, so the row rightly
+  a full sync sends nothing for an object whose checksum is unchanged, so the row rightly
   keeps the version it was written at;
-- `extra`: an Active row whose Pod is gone: the row a full sync would tombstone.
+- `extra`: an Active row whose object is gone: the row a full sync would tombstone.
+
+Counts are reported over all kinds, per kind (`kinds`), and per cluster.
 
 The list and the rows cannot be read at one instant, so a Pod changed in between could
 look like drift. The rows are read *after* the list: a row whose resource_version is
@@ -40,27 +43,33 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler import Expired, ReconcilerError, Record, State
-from synchronizer.projection import COLUMNS
-from synchronizer.settings import ClusterSettings, Settings, redact_dsn
+from synchronizer.kinds import Kind
+from synchronizer.registries import ClusterSpec, SecretError, SecretResolver, endpoint_of
+from synchronizer.registries.static import spec_of, static_tokens
+from synchronizer.settings import Settings, redact_dsn
 
 from .check import PROG, first_line, scrub, sqlite_missing
 
-KINDS = ("missing", "stale", "extra")
+DRIFTS = ("missing", "stale", "extra")
 EXAMPLES = 5
-"""Offending uids kept per kind and cluster, so a report stays readable at 100k drifts."""
+"""Offending uids kept per drift and cluster, so a report stays readable at 100k drifts."""
 LIST_ATTEMPTS = 5
 """Lists restarted after 410 Expired before giving up (each restart is a full list)."""
 CONCURRENCY = 4
-"""Clusters verified at once: each holds its listed Pods in memory while compared."""
+"""Clusters verified at once: each holds its listed objects in memory while compared."""
 
 
 class VerifyError(Exception):
     """A cluster or the CMDB could not be read; the message is one line."""
 
 
+def _zero() -> dict[str, int]:
+    return dict.fromkeys(DRIFTS, 0)
+
+
 @dataclass(slots=True)
 class ClusterDrift:
-    """The comparison of one cluster with its rows."""
+    """The comparison of one cluster's objects, of every kind, with its rows."""
 
     cluster: str
     list_version: int = 0
@@ -68,15 +77,18 @@ class ClusterDrift:
     active_rows: int = 0
     newer: int = 0
     """Rows changed after the list (version above the list's): not judged."""
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    counts: dict[str, int] = field(default_factory=_zero)
+    kinds: dict[str, dict[str, int]] = field(default_factory=dict)
+    listed_by_kind: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[dict[str, Any]]] = field(
-        default_factory=lambda: {k: [] for k in KINDS})
+        default_factory=lambda: {k: [] for k in DRIFTS})
 
-    def add(self, kind: str, example: dict[str, Any]) -> None:
-        """Count one drift of `kind`, keeping the first few as examples."""
-        self.counts[kind] += 1
-        if len(self.examples[kind]) < EXAMPLES:
-            self.examples[kind].append(example)
+    def add(self, drift: str, kind: str, example: dict[str, Any]) -> None:
+        """Count one drift of a kind, keeping the first few as examples."""
+        self.counts[drift] += 1
+        self.kinds.setdefault(kind, _zero())[drift] += 1
+        if len(self.examples[drift]) < EXAMPLES:
+            self.examples[drift].append({"kind": kind, **example})
 
     @property
     def drift(self) -> int:
@@ -91,9 +103,9 @@ class Report:
     clusters: list[ClusterDrift] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
-    def total(self, kind: str) -> int:
-        """Drift of `kind` over every cluster checked."""
-        return sum(c.counts[kind] for c in self.clusters)
+    def total(self, drift: str) -> int:
+        """Drift of one sort over every cluster checked."""
+        return sum(c.counts[drift] for c in self.clusters)
 
     @property
     def exit_code(self) -> int:
@@ -103,32 +115,45 @@ class Report:
         return 1 if any(c.drift for c in self.clusters) else 0
 
     def as_json(self) -> dict[str, Any]:
-        """The `--json` document: integer totals, per-cluster counts, bounded examples."""
-        doc: dict[str, Any] = {kind: self.total(kind) for kind in KINDS}
-        doc["clusters"] = {c.cluster: dict(c.counts) for c in self.clusters}
+        """The `--json` document: integer totals, per kind and per cluster, bounded examples."""
+        doc: dict[str, Any] = {drift: self.total(drift) for drift in DRIFTS}
+        kinds: dict[str, dict[str, int]] = {}
+        for c in self.clusters:
+            for kind, counts in c.kinds.items():
+                total = kinds.setdefault(kind, _zero())
+                for drift, n in counts.items():
+                    total[drift] += n
+        doc["kinds"] = kinds
+        doc["clusters"] = {c.cluster: {**c.counts, "kinds": c.kinds} for c in self.clusters}
         doc["examples"] = {c.cluster: {k: v for k, v in c.examples.items() if v}
                            for c in self.clusters if c.drift}
-        doc["listed"] = {c.cluster: {"pods": c.listed, "version": c.list_version,
-                                     "active_rows": c.active_rows, "newer_rows": c.newer}
+        doc["listed"] = {c.cluster: {"objects": c.listed, "kinds": c.listed_by_kind,
+                                     "version": c.list_version, "active_rows": c.active_rows,
+                                     "newer_rows": c.newer}
                          for c in self.clusters}
         if self.errors:
             doc["errors"] = dict(self.errors)
         return doc
 
 
-def _differing(row: Mapping[str, Any], record: Record) -> list[str]:
+def _differing(row: Mapping[str, Any], record: Record, columns: Iterable[str]) -> list[str]:
     """The stored columns of `row` that differ from the live projection (checksum too)."""
     fields = record.fields
-    names = [c for c in COLUMNS if row.get(c) != fields.get(c)]
+    names = [c for c in columns if row.get(c) != fields.get(c)]
     if row.get("checksum") != record.checksum:
         names.append("checksum")
     return names
 
 
-def compare(cluster: str, version: int, live: Mapping[str, Record],
-            rows: Iterable[Mapping[str, Any]]) -> ClusterDrift:
-    """Classify a cluster's rows against one list at `version`; see the module docstring."""
-    result = ClusterDrift(cluster=cluster, list_version=version, listed=len(live))
+def compare(result: ClusterDrift, kind: Kind, version: int, live: Mapping[str, Record],
+            rows: Iterable[Mapping[str, Any]]) -> None:
+    """Classify one resource's rows against one list at `version` into `result`."""
+    columns = [c.name for c in kind.stored]
+    name = kind.name
+    result.kinds.setdefault(name, _zero())
+    result.listed += len(live)
+    result.listed_by_kind[name] = result.listed_by_kind.get(name, 0) + len(live)
+    result.list_version = max(result.list_version, version)
     seen: set[str] = set()
     for row in rows:
         uid = row["uid"]
@@ -143,22 +168,21 @@ def compare(cluster: str, version: int, live: Mapping[str, Record],
         where = {"uid": uid, "namespace": row.get("namespace"), "name": row.get("name")}
         if record is None:
             if active:
-                result.add("extra", where)
+                result.add("extra", name, where)
         elif not active:
-            result.add("missing", where | {"row": "Deleted"})
+            result.add("missing", name, where | {"row": "Deleted"})
         else:
-            differing = _differing(row, record)
+            differing = _differing(row, record, columns)
             if differing:
-                result.add("stale", where | {"columns": differing})
+                result.add("stale", name, where | {"columns": differing})
     for uid, record in live.items():
         if uid not in seen:
-            result.add("missing", {"uid": uid, "namespace": record.fields.get("namespace"),
-                                   "name": record.fields.get("name")})
-    return result
+            result.add("missing", name, {"uid": uid, "namespace": record.fields.get("namespace"),
+                                         "name": record.fields.get("name")})
 
 
-async def list_cluster(source: Any) -> tuple[int, dict[str, Record]]:
-    """One consistent list of a cluster as (version, records by uid); restart on Expired."""
+async def list_source(source: Any) -> tuple[int, dict[str, Record]]:
+    """One consistent list as (version, records by uid); restart on Expired."""
     for attempt in range(1, LIST_ATTEMPTS + 1):
         live: dict[str, Record] = {}
         version: int | None = None
@@ -177,26 +201,36 @@ async def list_cluster(source: Any) -> tuple[int, dict[str, Record]]:
     raise AssertionError("unreachable")
 
 
-async def verify_one(spec: ClusterSettings, settings: Settings, store: Any) -> ClusterDrift:
-    """List one cluster, then read its rows (in that order: see the module docstring)."""
-    from synchronizer.app import endpoint_of
-    from synchronizer.kube import KubePodSource
+async def verify_one(spec: ClusterSpec, settings: Settings, store: Any,
+                     secrets: SecretResolver) -> ClusterDrift:
+    """List each resource of a cluster, then read its rows (in that order: see the module)."""
+    from synchronizer.clusters import kinds_of
+    from synchronizer.kube import ClusterClient, KubeSource
 
-    source = KubePodSource(endpoint_of(spec), cluster_id=spec.id, biz_id=spec.biz_id,
-                           page_size=settings.sync.page_size)
+    result = ClusterDrift(cluster=spec.id)
     try:
-        version, live = await list_cluster(source)
-    except (ReconcilerError, VerifyError, ValueError, OSError) as exc:
-        where = redact_dsn(spec.server) if spec.server else spec.kubeconfig or "in-cluster"
-        detail = first_line(exc).removeprefix(f"cluster {spec.id}: ")
-        raise VerifyError(f"{where}: {detail}") from None
+        endpoint = await endpoint_of(spec, secrets)
+    except (SecretError, ValueError) as exc:
+        raise VerifyError(first_line(exc)) from None
+    client = ClusterClient(endpoint, watches=0)
+    try:
+        for kind in kinds_of(spec, settings):
+            for resource in kind.resources:
+                source = KubeSource(client, kind=kind, resource=resource, biz_id=spec.biz_id,
+                                    page_size=settings.sync.page_size)
+                try:
+                    version, live = await list_source(source)
+                except (ReconcilerError, VerifyError, ValueError, OSError) as exc:
+                    detail = first_line(exc).removeprefix(f"cluster {spec.id}: ")
+                    raise VerifyError(f"{redact_dsn(spec.where)}: {detail}") from None
+                try:
+                    rows = await store.table(kind, resource).rows(spec.id)
+                except Exception as exc:  # the store's error, one line, no secret
+                    raise VerifyError(f"cmdb: {first_line(exc)}") from None
+                compare(result, kind, version, live, rows)
     finally:
-        await source.aclose()
-    try:
-        rows = await store.rows(spec.id)
-    except Exception as exc:  # the store's error, one line, no secret
-        raise VerifyError(f"cmdb: {first_line(exc)}") from None
-    return compare(spec.id, version, live, rows)
+        await client.aclose()
+    return result
 
 
 async def open_readonly_store(dsn: str) -> Any:
@@ -224,7 +258,8 @@ async def run_verify(settings: Settings, clusters: list[str] | None = None,
     Raises `VerifyError` for an unknown cluster id or an unreachable CMDB; a cluster that
     cannot be listed is recorded in `Report.errors` and the others are still checked.
     """
-    specs = {c.id: c for c in settings.clusters}
+    specs = {c.id: spec_of(c) for c in settings.clusters}
+    secrets = SecretResolver(static=static_tokens(settings.clusters))
     wanted = list(dict.fromkeys(clusters)) if clusters else list(specs)
     unknown = [c for c in wanted if c not in specs]
     if unknown:
@@ -239,7 +274,7 @@ async def run_verify(settings: Settings, clusters: list[str] | None = None,
     async def one(cluster_id: str) -> ClusterDrift | None:
         async with gate:
             try:
-                return await verify_one(specs[cluster_id], settings, store)
+                return await verify_one(specs[cluster_id], settings, store, secrets)
             except VerifyError as exc:
                 report.errors[cluster_id] = str(exc)
                 return None
@@ -254,41 +289,44 @@ async def run_verify(settings: Settings, clusters: list[str] | None = None,
 
 
 def render(report: Report, console: Console) -> None:
-    """The human report: one table row per cluster, then a few examples of each drift."""
+    """The human report: one table row per cluster and kind, then a few examples of each."""
     if not report.clusters:
         console.print(f"[red]error[/]: no cluster could be checked ({len(report.errors)} failed)")
         return
     table = Table(title="CMDB drift", title_justify="left", header_style="bold")
-    for name, justify in (("cluster", "left"), ("version", "right"), ("pods", "right"),
-                          ("active rows", "right"), ("missing", "right"), ("stale", "right"),
-                          ("extra", "right"), ("result", "left")):
+    for name, justify in (("cluster", "left"), ("kind", "left"), ("objects", "right"),
+                          ("missing", "right"), ("stale", "right"), ("extra", "right"),
+                          ("result", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for c in report.clusters:
-        result = "[green]in sync[/]" if not c.drift else "[red]drift[/]"
-        table.add_row(c.cluster, str(c.list_version), f"{c.listed:,}", f"{c.active_rows:,}",
-                      *(f"{c.counts[k]:,}" for k in KINDS), result)
+        for kind, counts in c.kinds.items():
+            drift = sum(counts.values())
+            result = "[green]in sync[/]" if not drift else "[red]drift[/]"
+            table.add_row(c.cluster, kind, f"{c.listed_by_kind.get(kind, 0):,}",
+                          *(f"{counts[d]:,}" for d in DRIFTS), result)
     for cluster_id in report.errors:
-        table.add_row(cluster_id, "", "", "", "", "", "", "[red]error[/]")
+        table.add_row(cluster_id, "", "", "", "", "", "[red]error[/]")
     console.print(table)
     for c in report.clusters:
-        for kind in KINDS:
-            for ex in c.examples[kind]:
+        for drift in DRIFTS:
+            for ex in c.examples[drift]:
                 extra = ""
                 if "columns" in ex:
                     extra = f" columns {', '.join(ex['columns'])}"
                 elif "row" in ex:
                     extra = " (row is a tombstone)"
-                console.print(f"  {c.cluster} {kind}: {ex['namespace']}/{ex['name']} "
-                              f"uid {ex['uid']}{extra}", highlight=False, markup=False)
-    totals = ", ".join(f"{report.total(k)} {k}" for k in KINDS)
+                where = f"{ex['namespace']}/{ex['name']}" if ex.get("namespace") else ex["name"]
+                console.print(f"  {c.cluster} {drift} {ex['kind']}: {where} uid {ex['uid']}"
+                              f"{extra}", highlight=False, markup=False)
+    totals = ", ".join(f"{report.total(d)} {d}" for d in DRIFTS)
     newer = sum(c.newer for c in report.clusters)
     if newer:
         console.print(f"[dim]{newer:,} row(s) changed after the list were not judged[/]")
     if report.errors:
         console.print(f"[red]error[/]: {len(report.errors)} cluster(s) could not be checked")
     elif report.exit_code == 0:
-        console.print(f"[green]no drift[/]: {sum(c.listed for c in report.clusters):,} pods "
-                      f"in {len(report.clusters)} cluster(s) match the CMDB")
+        console.print(f"[green]no drift[/]: {sum(c.listed for c in report.clusters):,} objects"
+                      f" in {len(report.clusters)} cluster(s) match the CMDB")
     else:
         console.print(f"[red]drift[/]: {totals} ('extra' rows are the ones a full sync "
                       "would tombstone)")

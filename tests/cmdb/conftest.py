@@ -6,14 +6,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from synchronizer.cmdb import MySQLStore, SQLiteStore, open_store
+from cmdb_support import PodsView
+
+from synchronizer.cmdb import open_store
 
 
 @pytest.fixture
-async def store(store_dsn: str) -> AsyncIterator[MySQLStore | SQLiteStore]:
-    """A store with its tables created, on a fresh database (SQLite file or MariaDB)."""
+async def store(store_dsn: str) -> AsyncIterator[PodsView]:
+    """A store with its tables created, on a fresh database (SQLite file or MariaDB),
+    seen through its pods table."""
     opened = await open_store(store_dsn)
     try:
-        yield opened
+        yield PodsView(opened)
     finally:
         await opened.close()

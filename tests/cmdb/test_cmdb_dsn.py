@@ -8,8 +8,8 @@ import pytest
 
 from reconciler import Transient
 from synchronizer.cmdb import MySQLStore, open_store
-from synchronizer.cmdb.mysql import parse_dsn
-from synchronizer.cmdb.sqlite import parse_dsn as parse_sqlite
+from synchronizer.cmdb.dsn import parse_mysql as parse_dsn
+from synchronizer.cmdb.dsn import parse_sqlite, redact
 
 
 def test_mysql_dsn_fields():
@@ -37,6 +37,35 @@ async def test_bad_dsn_is_one_line_value_error(dsn, words):
     with pytest.raises(ValueError, match=words) as info:
         await open_store(dsn)
     assert "\n" not in str(info.value) and "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("password", ["p#ss", "a/b", "w?x", "a@b#c/d?e"])
+def test_special_characters_in_a_password_are_refused_or_parsed_never_leaked(password):
+    dsn = f"mysql://user:{password}@db.example:3307/cmdb"
+    shown = redact(dsn)
+    assert password not in shown and "db.example:3307/cmdb" in shown
+    try:
+        settings = parse_dsn(dsn)
+    except ValueError as exc:
+        assert "unencoded" in str(exc) and "%" in str(exc)
+        assert password not in str(exc) and "\n" not in str(exc)
+    else:  # only '@' can be told apart (the last one ends the password)
+        assert settings.password == password and settings.port == 3307
+
+
+def test_redact_never_raises_and_hides_what_looks_like_a_password():
+    assert redact("mysql://u:pw@h/d") == "mysql://u:***@h/d"
+    assert redact("mysql://u@h/d") == "mysql://u@h/d"
+    assert redact("sqlite:///x.db") == "sqlite:///x.db"
+    assert "s3cr#t" not in redact("mysql://u:s3cr#t/x?y@h:1/d")
+
+
+def test_tls_options():
+    s = parse_dsn("mysql://u@h/d?ssl_mode=REQUIRED")
+    assert s.ssl_mode == "required" and s.ssl_context() is not None
+    assert parse_dsn("mysql://u@h/d").ssl_context() is None
+    with pytest.raises(ValueError, match="ssl_mode must be one of"):
+        parse_dsn("mysql://u@h/d?ssl_mode=sometimes")
 
 
 def test_sqlite_paths():

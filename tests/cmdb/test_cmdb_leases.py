@@ -12,7 +12,9 @@ import pytest
 from cmdb_support import CLUSTER, active, expected
 
 from reconciler import ApplyResult, Fence, Fenced
-from synchronizer.cmdb import open_store, schema
+from synchronizer.cmdb import open_store
+from synchronizer.cmdb.migrations import MIGRATIONS
+from synchronizer.kinds import PODS
 
 A1, A2, B1, B2 = (Fence(owner="a", epoch=1), Fence(owner="a", epoch=2),
                   Fence(owner="b", epoch=1), Fence(owner="b", epoch=2))
@@ -38,9 +40,10 @@ async def test_renew_same_owner_even_with_higher_epoch(store):
     assert not await store.acquire(CLUSTER, A1, 30)
 
 
-async def test_expired_lease_is_retaken(store):
+async def test_expired_lease_is_retaken_at_an_epoch_not_lower(store):
     assert await store.acquire(CLUSTER, A2, 0)
-    assert await store.acquire(CLUSTER, B1, 30)
+    assert not await store.acquire(CLUSTER, B1, 30)  # the epoch never goes down
+    assert await store.acquire(CLUSTER, B2, 30)
     assert (await store.lease(CLUSTER))["owner"] == "b"
 
 
@@ -51,14 +54,24 @@ async def test_higher_epoch_takes_over_a_live_lease(store):
     assert (await store.lease(CLUSTER))["owner"] == "b"
 
 
-async def test_release_frees_only_for_the_holder(store):
-    assert await store.acquire(CLUSTER, A1, 30)
+async def test_release_frees_only_for_the_holder_and_keeps_the_epoch(store):
+    assert await store.acquire(CLUSTER, A2, 30)
     await store.release(CLUSTER, B1)
-    await store.release(CLUSTER, A2)
-    assert (await store.lease(CLUSTER))["owner"] == "a"
     await store.release(CLUSTER, A1)
-    assert await store.lease(CLUSTER) is None
-    assert await store.acquire(CLUSTER, B1, 30)
+    assert not await store.acquire(CLUSTER, B1, 30)  # still held by a@2
+    await store.release(CLUSTER, A2)
+    lease = await store.lease(CLUSTER)
+    assert (lease["owner"], lease["epoch"]) == ("a", 2)  # expired, not deleted
+    # an older owner that has not heard of the new one cannot take it back...
+    assert not await store.acquire(CLUSTER, B1, 30)
+    # ...an owner at the same or a higher epoch can, at once
+    assert await store.acquire(CLUSTER, B2, 30)
+
+
+async def test_standalone_epoch_zero_takes_any_expired_lease(store):
+    assert await store.acquire(CLUSTER, B2, 30)
+    await store.release(CLUSTER, B2)
+    assert await store.acquire(CLUSTER, Fence(owner="solo", epoch=0), 30)
 
 
 async def test_fenced_apply(store):
@@ -102,23 +115,23 @@ async def test_concurrent_fenced_writers_of_one_owner(store):
 async def test_schema_created_idempotently(store_dsn):
     first, second = await asyncio.gather(open_store(store_dsn), open_store(store_dsn))
     try:
-        await first.apply(CLUSTER, [active("p1", 5)])
+        await first.table(PODS).apply(CLUSTER, [active("p1", 5)])
     finally:
         await first.close()
         await second.close()
     third = await open_store(store_dsn)
     try:
-        assert await third.rows(CLUSTER) == [expected(active("p1", 5))]
-        assert await _versions(third) == [step.version for step in schema.MIGRATIONS]
+        assert await third.table(PODS).rows(CLUSTER) == [expected(active("p1", 5))]
+        assert await _versions(third) == [step.version for step in MIGRATIONS]
     finally:
         await third.close()
 
 
 async def _versions(store) -> list[int]:
     """The rows of schema_version, read through the store's own connection."""
-    if hasattr(store, "_query"):
-        rows = await store._query("versions", "SELECT version FROM schema_version"
-                                  " ORDER BY version", ())
+    if hasattr(store, "conn"):
+        rows = await store.conn.query("versions", "SELECT version FROM schema_version"
+                                      " ORDER BY version", ())
         return [int(v) for (v,) in rows]
     return await store._reader.call(lambda conn: [v for (v,) in conn.execute(
         "SELECT version FROM schema_version ORDER BY version")])

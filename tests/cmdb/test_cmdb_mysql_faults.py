@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pymysql
 import pytest
-from cmdb_support import CLUSTER, active, expected
+from cmdb_support import CLUSTER, PodsView, active, expected
 
 from reconciler import ApplyResult, Transient
 from synchronizer.cmdb import open_store
@@ -23,7 +23,7 @@ def admin(dsn: str) -> pymysql.connections.Connection:
 
 
 async def test_lock_held_past_timeout_is_transient(mysql_dsn):
-    store = await open_store(mysql_dsn + "?timeout=1")
+    store = PodsView(await open_store(mysql_dsn + "?timeout=1"))
     try:
         await store.apply(CLUSTER, [active("p1", 5)])
         other = admin(mysql_dsn)
@@ -43,7 +43,7 @@ async def test_lock_held_past_timeout_is_transient(mysql_dsn):
 
 
 async def test_killed_connections_are_transient_then_replaced(mysql_dsn):
-    store = await open_store(mysql_dsn)
+    store = PodsView(await open_store(mysql_dsn))
     try:
         await store.apply(CLUSTER, [active("p1", 5)])
         database = urlsplit(mysql_dsn).path.lstrip("/")
@@ -70,7 +70,7 @@ async def test_killed_connections_are_transient_then_replaced(mysql_dsn):
 
 async def test_aiomysql_driver_applies_the_same_rule(mysql_dsn):
     """The alternative driver (text protocol, multi-row rewrite) keeps rule and counts."""
-    store = await open_store(mysql_dsn.replace("mysql://", "mysql+aiomysql://", 1))
+    store = PodsView(await open_store(mysql_dsn.replace("mysql://", "mysql+aiomysql://", 1)))
     try:
         a5, a9, b7 = active("p1", 5, 0), active("p1", 9, 0), active("p1", 7, 1)
         assert await store.apply(CLUSTER, [a5, active("p2", 5)]) == ApplyResult(written=2)

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from cmdb_support import FIELDS, active, deleted, expected
+from cmdb_support import FIELDS, PodsView, active, deleted, expected
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +63,7 @@ def histories(draw: st.DrawFn) -> tuple[list[Record], list[list[Record]]]:
 
 def test_any_order_ends_at_the_max_version(store_dsn: str) -> None:
     loop = asyncio.new_event_loop()
-    store = loop.run_until_complete(open_store(store_dsn))
+    store = PodsView(loop.run_until_complete(open_store(store_dsn)))
     clusters = (f"prop-{n}" for n in itertools.count())
 
     @settings(max_examples=300 if store_dsn.startswith("sqlite") else 50, deadline=None,

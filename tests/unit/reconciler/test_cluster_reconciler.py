@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
 from reconciler import (
+    Checksum,
     ClusterId,
     ClusterReconciler,
+    ClusterSupervisor,
     Fence,
     Fenced,
+    ObjectKey,
     ReconcilerSettings,
+    Record,
     State,
 )
 from reconciler.testing import MemorySource, MemoryStore
@@ -181,38 +186,161 @@ async def _burst(source: MemorySource) -> int:
     return v
 
 
-async def test_lost_lease_ends_the_run_with_fenced() -> None:
-    source, store = MemorySource(), MemoryStore()
-    await source.put("p", {"n": 1})
+async def test_lost_lease_ends_every_kind_with_fenced() -> None:
+    pods, nodes, store = MemorySource(), MemorySource(), MemoryStore()
+    await pods.put("p", {"n": 1})
+    await nodes.put("n", {"n": 1})
     mine = Fence(owner="a", epoch=1)
     settings = ReconcilerSettings(linger=0, lease_ttl=0.03, backoff_initial=0.001,
                                   backoff_max=0.01)
-    rec = ClusterReconciler(cluster=C, source=source, store=store, settings=settings,
-                            leases=store, fence=mine)
-    task = asyncio.create_task(rec.run())
-    await rec.wait_synced()
+    recs = [ClusterReconciler(cluster=C, kind=k, source=s, store=store, settings=settings,
+                              fence=mine) for k, s in (("pods", pods), ("nodes", nodes))]
+    sup = ClusterSupervisor(cluster=C, reconcilers=recs, leases=store, fence=mine,
+                            settings=settings)
+    task = asyncio.create_task(sup.run())
+    await sup.wait_synced()
     assert await store.acquire(C, Fence(owner="b", epoch=2), ttl=60)
     with pytest.raises(Fenced):
         await task
-    assert rec.status.phase == "fenced"
+    assert sup.status.phase == "fenced"
+    assert all(r.status.phase in ("fenced", "stopped") for r in recs)
 
 
-async def test_graceful_stop_flushes_queued_records_and_releases_the_lease() -> None:
+async def test_stopping_one_kind_never_fences_its_sibling() -> None:
+    """The lease belongs to the cluster: one kind's reconciler ending releases nothing."""
+    pods, nodes, store = MemorySource(), MemorySource(), MemoryStore()
+    await pods.put("p", {"n": 1})
+    mine = Fence(owner="a", epoch=1)
+    recs = [ClusterReconciler(cluster=C, kind=k, source=s, store=store, settings=FAST,
+                              fence=mine) for k, s in (("pods", pods), ("nodes", nodes))]
+    sup = ClusterSupervisor(cluster=C, reconcilers=recs, leases=store, fence=mine,
+                            settings=FAST)
+    task = asyncio.create_task(sup.run())
+    await sup.wait_synced()
+    recs[0].stop()  # one kind stops on its own
+    v = await nodes.put("n", {"n": 2})
+    await recs[1].caught_up(v)
+    assert store.holder(C) == mine
+    assert store.rows[(C, "n")].version == v
+    sup.stop()
+    await task
+
+
+async def test_graceful_stop_flushes_queued_records_and_expires_the_lease() -> None:
     source, store = MemorySource(), MemoryStore()
     for i in range(50):
         await source.put(f"p{i}", {"n": i})
     settings = ReconcilerSettings(linger=0.05, batch_size=1000, backoff_initial=0.001)
-    fence = Fence(owner="a")
+    fence = Fence(owner="a", epoch=7)
     rec = ClusterReconciler(cluster=C, source=source, store=store, settings=settings,
-                            leases=store, fence=fence)
-    task = asyncio.create_task(rec.run())
-    await rec.wait_synced()
+                            fence=fence)
+    sup = ClusterSupervisor(cluster=C, reconcilers=[rec], leases=store, fence=fence,
+                            settings=settings)
+    task = asyncio.create_task(sup.run())
+    await sup.wait_synced()
     for i in range(50):
         v = await source.put(f"p{i}", {"n": -i})
     await rec.received(v)
     assert rec.queued > 0  # still lingering in the senders
-    rec.stop()
+    sup.stop()
     await task
     assert_converged(source, store)
-    assert C not in store.leases
+    assert store.holder(C) is None  # given up: a successor need not wait
+    assert store.leases[C][0].epoch == 7  # but the row keeps its epoch
+    assert not await store.acquire(C, Fence(owner="old", epoch=3), ttl=60)
+    assert await store.acquire(C, Fence(owner="new", epoch=9), ttl=60)
     assert rec.status.phase == "stopped"
+
+
+class FencingStore(MemoryStore):
+    """Writes wait until `release` is set, then every write is answered with `Fenced`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def apply(self, cluster, batch, *, fence=None):  # type: ignore[no-untyped-def]
+        await self.release.wait()
+        raise Fenced("taken over")
+
+
+async def test_fenced_during_a_busy_full_sync_ends_promptly_instead_of_freezing() -> None:
+    """Defect: a fenced sender left the full sync and the gate's replay waiting forever on
+    a full shard whose sender was gone, so neither stop() nor cancellation could land."""
+    source, store = MemorySource(), FencingStore()
+    source.version = 10
+    for i in range(100):  # rows whose objects are gone: the full sync tombstones them
+        store.rows[(C, ObjectKey(f"gone{i}"))] = Record(
+            key=ObjectKey(f"gone{i}"), version=1, checksum=Checksum("x"),
+            query_at=datetime.now(UTC))
+    settings = ReconcilerSettings(senders=1, batch_size=5, linger=0, shard_capacity=5,
+                                  backoff_initial=0.001, backoff_max=0.01)
+    rec = ClusterReconciler(cluster=C, source=source, store=store, settings=settings)
+    task = asyncio.create_task(rec.run())
+    await source.wait_watches(1)  # the list is done; its tombstones fill the shard
+    for i in range(20):
+        await source.put(f"late{i}", {"n": i})  # parked by the closed gate
+    await source.wait_delivered()
+    assert rec.parked == 20
+    store.release.set()  # now the sender learns it was fenced
+    async with asyncio.timeout(10):
+        with pytest.raises(Fenced):
+            await task
+    assert rec.status.phase == "fenced"
+
+
+class HeldStore(MemoryStore):
+    """Every write waits until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def apply(self, cluster, batch, *, fence=None):  # type: ignore[no-untyped-def]
+        await self.release.wait()
+        return await super().apply(cluster, batch, fence=fence)
+
+
+async def test_the_watch_opens_when_the_list_ends_not_when_its_writes_do() -> None:
+    source, store = MemorySource(page_size=10), HeldStore()
+    for i in range(30):
+        await source.put(f"p{i}", {"n": i})
+    rec = ClusterReconciler(cluster=C, source=source, store=store, settings=FAST)
+    task = asyncio.create_task(rec.run())
+    async with asyncio.timeout(10):
+        await source.wait_watches(1)  # while not one row has been written
+    assert store.applied_batches == 0
+    v = await source.put("during", {"n": 1})
+    store.release.set()
+    await rec.wait_synced()
+    await rec.caught_up(v)
+    assert_converged(source, store)
+    assert source.lists == 1
+    rec.stop()
+    await task
+
+
+async def test_one_410_costs_exactly_one_relist_even_during_a_full_sync() -> None:
+    source, store = MemorySource(page_size=10), HeldStore()
+    store.release.set()
+    for i in range(30):
+        await source.put(f"p{i}", {"n": i})
+    rec = ClusterReconciler(cluster=C, source=source, store=store, settings=FAST)
+    task = asyncio.create_task(rec.run())
+    await rec.wait_synced()
+    store.release.clear()  # the next full sync will hang in its writes
+    rec.request_full_sync("periodic")
+    await source.wait_watches(1)
+    lists = source.lists
+    await source.put("x", {"n": 1})
+    source.compact()
+    await source.cut()  # the watch reconnects from a compacted version: 410
+    store.release.set()
+    await rec.wait_synced(2)
+    v = await source.put("y", {"n": 2})
+    await rec.caught_up(v)
+    assert_converged(source, store)
+    # the full sync under way when the 410 came may not count; exactly one more list does
+    assert source.lists <= lists + 2
+    rec.stop()
+    await task

@@ -6,9 +6,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from reconciler import ClusterId, ClusterReconciler, Fence, NullMetrics, ReconcilerSettings
+from reconciler import (
+    ClusterId,
+    ClusterReconciler,
+    ClusterSupervisor,
+    Fence,
+    NullMetrics,
+    ReconcilerSettings,
+)
 from reconciler.testing import MemorySource, MemoryStore
 from synchronizer.controller import Controller
+from synchronizer.coordination import Assigned
+from synchronizer.registries import ClusterSpec
 
 FAST = ReconcilerSettings(linger=0, backoff_initial=0.001, backoff_max=0.01)
 
@@ -31,17 +40,22 @@ class World:
         self.events: list[str] = []
 
     @contextlib.asynccontextmanager
-    async def factory(self, cluster: ClusterId, fence: Fence) -> AsyncIterator[ClusterReconciler]:
+    async def factory(self, cluster: ClusterId, assigned: Assigned
+                      ) -> AsyncIterator[ClusterSupervisor]:
         if self.failures.get(cluster, 0) > 0:
             self.failures[cluster] -= 1
             raise ConnectionError(f"cannot reach {cluster}")
         source = self.sources.setdefault(cluster, MemorySource())
-        self.events.append(f"start {cluster}@{fence.epoch}")
+        fence = assigned.fence
+        tag = f"{cluster}@{fence.epoch}" + (f"/{assigned.spec.server}" if assigned.spec else "")
+        self.events.append(f"start {tag}")
         try:
-            yield ClusterReconciler(cluster=cluster, source=source, store=self.store,
-                                    settings=FAST, leases=self.store, fence=fence)
+            rec = ClusterReconciler(cluster=cluster, source=source, store=self.store,
+                                    settings=FAST, fence=fence)
+            yield ClusterSupervisor(cluster=cluster, reconcilers=[rec], leases=self.store,
+                                    fence=fence, settings=FAST)
         finally:
-            self.events.append(f"stop {cluster}@{fence.epoch}")
+            self.events.append(f"stop {tag}")
 
 
 async def synced(controller: Controller, cluster: str) -> None:
@@ -50,8 +64,8 @@ async def synced(controller: Controller, cluster: str) -> None:
         await rec.wait_synced()
 
 
-def fences(*pairs: tuple[str, int]) -> dict[ClusterId, Fence]:
-    return {ClusterId(c): Fence(owner="me", epoch=e) for c, e in pairs}
+def fences(*pairs: tuple[str, int]) -> dict[ClusterId, Assigned]:
+    return {ClusterId(c): Assigned(Fence(owner="me", epoch=e)) for c, e in pairs}
 
 
 async def test_running_set_follows_owned_set_and_stops_come_first() -> None:
@@ -69,7 +83,24 @@ async def test_running_set_follows_owned_set_and_stops_come_first() -> None:
     assert world.events[-2:] == ["stop b@1", "start b@2"]
     await controller.stop_all()
     assert not controller.clusters
-    assert not world.store.leases  # every lease released on the way out
+    assert all(world.store.holder(c) is None for c in world.store.leases)  # all given up
+
+
+async def test_a_changed_spec_restarts_the_cluster_under_it() -> None:
+    world = World()
+    controller = Controller(factory=world.factory, metrics=Recorder())
+    fence = Fence(owner="me", epoch=1)
+    one = ClusterSpec(id="a", server="http://one")
+    await controller.converge({ClusterId("a"): Assigned(fence, one)})
+    await synced(controller, "a")
+    await controller.converge({ClusterId("a"): Assigned(fence, one)})  # same: nothing
+    assert world.events == ["start a@1/http://one"]
+    two = ClusterSpec(id="a", server="http://two")
+    await controller.converge({ClusterId("a"): Assigned(fence, two)})
+    await synced(controller, "a")
+    assert world.events == ["start a@1/http://one", "stop a@1/http://one",
+                            "start a@1/http://two"]
+    await controller.stop_all()
 
 
 async def test_a_failed_start_is_retried_with_backoff_until_it_works() -> None:

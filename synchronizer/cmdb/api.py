@@ -1,0 +1,173 @@
+"""What the service sees of a CMDB: a sink per kind, leases, and optional abilities.
+
+The engine writes through `reconciler.Store` (load an index, apply a batch) and takes
+leases through `reconciler.Leases`; a store offers the first per kind (`table(kind,
+resource)`, a `KindTable`) and the second itself. Everything else is an ability a store
+may or may not have, each a protocol of one to three methods, found at run time with
+`isinstance` (client-go's optional interfaces): row reads for `verify`, active counts for
+`/status`, dead letters, lease inspection, tombstone retention. A new store implements
+what it can; a caller that needs an ability asks for it and says so when it is missing.
+
+Stores are found by DSN scheme in a registry (`register`), not a switch: the MySQL and
+SQLite stores register themselves on import, and `open_store(dsn)` opens the right one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from reconciler import (
+    ApplyResult,
+    ClusterId,
+    Fence,
+    Leases,
+    ObjectKey,
+    Record,
+    Stamp,
+)
+from synchronizer.kinds import Kind, Resource
+
+from .dsn import redact, validate
+
+Fixed = Mapping[str, Any]
+"""Column values a table view pins: the discriminator of one resource (`kind=Deployment`)."""
+
+
+class KindBackend(Protocol):
+    """What a store implements per kind; `KindTable` binds a kind and resource to it."""
+
+    async def load_index(self, kind: Kind, fixed: Fixed,
+                         cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+        """Stamps of the Active rows of a cluster in the view."""
+        ...
+
+    async def apply(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                    batch: Sequence[Record], fence: Fence | None) -> ApplyResult:
+        """Write a batch under the merge rule (see `reconciler.Store`)."""
+        ...
+
+    async def rows(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> list[dict[str, Any]]:
+        """Every column of every row of a cluster in the view, ordered by uid."""
+        ...
+
+    async def count_active(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> int:
+        """Active rows of a cluster in the view."""
+        ...
+
+
+class KindTable:
+    """`reconciler.Store` for one kind (and one of its resources) of a CMDB."""
+
+    def __init__(self, backend: KindBackend, kind: Kind, resource: Resource | None = None
+                 ) -> None:
+        self.kind = kind
+        self.resource = resource
+        self._backend = backend
+        self._fixed: Fixed = ({kind.discriminator: resource.kind}
+                              if kind.discriminator and resource is not None else {})
+
+    def __repr__(self) -> str:
+        which = f"/{self.resource.plural}" if self._fixed and self.resource else ""
+        return f"KindTable({self.kind.name}{which})"
+
+    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+        """Stamps of the cluster's Active rows in this view (the full-sync diff's B)."""
+        return await self._backend.load_index(self.kind, self._fixed, cluster)
+
+    async def apply(self, cluster: ClusterId, batch: Sequence[Record], *,
+                    fence: Fence | None = None) -> ApplyResult:
+        """Write `batch` under the merge rule in one transaction (fenced when `fence`)."""
+        if not batch:
+            return ApplyResult()
+        return await self._backend.apply(self.kind, self._fixed, cluster, batch, fence)
+
+    async def rows(self, cluster: ClusterId) -> list[dict[str, Any]]:
+        """Every column of every row of the cluster in this view, by uid."""
+        return await self._backend.rows(self.kind, self._fixed, cluster)
+
+    async def count_active(self, cluster: ClusterId) -> int:
+        """Active rows of the cluster in this view."""
+        return await self._backend.count_active(self.kind, self._fixed, cluster)
+
+
+class CmdbStore(Leases, Protocol):
+    """What every CMDB store offers: per-kind tables, leases, a health check, a close."""
+
+    @property
+    def dsn(self) -> str:
+        """The DSN without any password (safe for logs and /status)."""
+        ...
+
+    def table(self, kind: Kind, resource: Resource | None = None) -> KindTable:
+        """The engine's `Store` for `kind` (narrowed to one `resource` of a shared table)."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the database answers; raise `reconciler.StoreError` otherwise."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    """Rows the database refused, kept as evidence."""
+
+    async def dead_letters(self, cluster: ClusterId) -> list[dict[str, Any]]:
+        """The refused rows of one cluster, oldest first."""
+        ...
+
+
+@runtime_checkable
+class LeaseReader(Protocol):
+    """Inspect a cluster's lease row (tests, tools)."""
+
+    async def lease(self, cluster: ClusterId) -> dict[str, Any] | None:
+        """`{"owner", "epoch", "expires_at"}`, expired or not; None if never taken."""
+        ...
+
+
+@runtime_checkable
+class TombstoneRetention(Protocol):
+    """Remove tombstones older than a retention period (`sync.tombstone_retention`)."""
+
+    async def purge_tombstones(self, kind: Kind, cluster: ClusterId, before: datetime,
+                               limit: int) -> int:
+        """Delete up to `limit` Deleted rows observed before `before`; return how many."""
+        ...
+
+
+Opener = Callable[..., Awaitable[CmdbStore]]
+_OPENERS: dict[str, Opener] = {}
+
+
+def register(scheme: str, opener: Opener) -> None:
+    """Make `open_store` open DSNs of `scheme` (and `scheme+driver`) with `opener`."""
+    _OPENERS[scheme] = opener
+
+
+async def open_store(dsn: str, *, migrate: bool = True) -> CmdbStore:
+    """Open the CMDB named by `dsn`, creating or migrating its tables (unless `migrate` is
+    False, for read-only users such as `verify` and `check-config`).
+
+    `mysql://user:pass@host:port/db` (driver asyncmy), `mysql+asyncmy://`,
+    `mysql+aiomysql://`, or `sqlite:///relative/path.db` / `sqlite:////absolute/path.db`.
+    A malformed DSN raises a one-line `ValueError` that names the problem and never repeats
+    the DSN (it may hold a password); an unreachable server raises `reconciler.Transient`.
+    """
+    if not isinstance(dsn, str):
+        raise ValueError("CMDB DSN is empty")
+    validate(dsn)
+    scheme = dsn.strip().partition("://")[0].lower().partition("+")[0]
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        raise ValueError(f"CMDB DSN scheme {scheme}:// has no store registered")
+    return await opener(dsn.strip(), migrate=migrate)
+
+
+__all__ = ["CmdbStore", "DeadLetters", "KindBackend", "KindTable", "LeaseReader",
+           "TombstoneRetention", "open_store", "redact", "register"]

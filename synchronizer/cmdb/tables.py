@@ -1,0 +1,102 @@
+"""Table definitions generated from the kind descriptors, for MySQL/MariaDB and SQLite.
+
+One function per dialect turns a `Kind` into its CREATE TABLE and index statements, so a
+new kind's table is written down once, in its descriptor. Both backends refuse a value
+too long for its column instead of truncating it: MySQL/MariaDB by strict mode (the store
+enables `STRICT_TRANS_TABLES` in its sessions), SQLite by named CHECK constraints in STRICT
+tables. JSON columns are MEDIUMTEXT (16 MiB) on MySQL, so an object with 100 KB of labels
+fits. Every kind table carries the index `(cluster_id, state, query_at)`: a full sync
+loads only Active rows, /status counts them, and tombstone retention finds old ones, all
+by an index range instead of a scan of a cluster's tombstones.
+"""
+
+from __future__ import annotations
+
+from synchronizer.kinds import Column, ColumnType, Kind
+
+from .rows import CHECKSUM_LIMIT, KEY_LIMIT
+
+MYSQL_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+
+def index_name(table: str, columns: tuple[str, ...]) -> str:
+    """A stable index name: `<table>_cluster_<columns...>`."""
+    return f"{table}_cluster_{'_'.join(columns)}"
+
+
+def indexes(kind: Kind) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, columns) of every secondary index of `kind`'s table, cluster_id first."""
+    out = [(index_name(kind.table, ("state", "query_at")), ("cluster_id", "state", "query_at"))]
+    for columns in kind.indexes:
+        out.append((index_name(kind.table, columns), ("cluster_id", *columns)))
+    return out
+
+
+# -- MySQL / MariaDB ----------------------------------------------------------------------------
+
+
+def mysql_type(column: Column) -> str:
+    """The column's MySQL definition (type, nullability, default)."""
+    if column.type is ColumnType.INT:
+        if column.nullable:
+            return "BIGINT NULL DEFAULT NULL"
+        return f"BIGINT NOT NULL DEFAULT {int(column.default or 0)}"
+    if column.type is ColumnType.JSON:
+        return "MEDIUMTEXT NOT NULL"
+    return f"VARCHAR({column.limit or 255}) NOT NULL DEFAULT ''"
+
+
+def mysql_create(kind: Kind) -> str:
+    """CREATE TABLE IF NOT EXISTS for `kind`, with its indexes inline."""
+    columns = ",\n  ".join(f"`{c.name}` {mysql_type(c)}" for c in kind.stored)
+    keys = ",\n  ".join(f"KEY {name} ({', '.join(f'`{c}`' for c in cols)})"
+                        for name, cols in indexes(kind))
+    return f"""CREATE TABLE IF NOT EXISTS `{kind.table}` (
+  cluster_id VARCHAR({KEY_LIMIT}) NOT NULL,
+  uid VARCHAR({KEY_LIMIT}) NOT NULL,
+  {columns},
+  resource_version BIGINT NOT NULL,
+  checksum VARCHAR({CHECKSUM_LIMIT}) NOT NULL,
+  query_at DATETIME(6) NOT NULL,
+  state ENUM('Active', 'Deleted') NOT NULL,
+  PRIMARY KEY (cluster_id, uid),
+  {keys}
+) {MYSQL_TABLE_OPTIONS}"""
+
+
+# -- SQLite -------------------------------------------------------------------------------------
+
+
+def _limited(name: str, limit: int, default: str | None = "''") -> str:
+    default_sql = f" DEFAULT {default}" if default is not None else ""
+    return (f'{name} TEXT NOT NULL{default_sql} CONSTRAINT "{name}: at most {limit} '
+            f'characters" CHECK (length({name}) <= {limit})')
+
+
+def sqlite_type(column: Column) -> str:
+    """The column's SQLite definition, with a named CHECK for a length limit."""
+    if column.type is ColumnType.INT:
+        if column.nullable:
+            return f"{column.name} INTEGER"
+        return f"{column.name} INTEGER NOT NULL DEFAULT {int(column.default or 0)}"
+    if column.type is ColumnType.JSON:
+        return f"{column.name} TEXT NOT NULL DEFAULT '{column.default}'"
+    return _limited(column.name, column.limit or 255)
+
+
+def sqlite_create(kind: Kind, *, strict: bool = True) -> list[str]:
+    """CREATE TABLE and CREATE INDEX statements (IF NOT EXISTS) for `kind`."""
+    columns = ",\n  ".join(sqlite_type(c) for c in kind.stored)
+    table = f"""CREATE TABLE IF NOT EXISTS {kind.table} (
+  {_limited("cluster_id", KEY_LIMIT, None)},
+  {_limited("uid", KEY_LIMIT, None)},
+  {columns},
+  resource_version INTEGER NOT NULL,
+  {_limited("checksum", CHECKSUM_LIMIT, None)},
+  query_at TEXT NOT NULL,
+  state TEXT NOT NULL CONSTRAINT "state: Active or Deleted"
+    CHECK (state IN ('Active', 'Deleted')),
+  PRIMARY KEY (cluster_id, uid)
+){" STRICT" if strict else ""}"""
+    return [table, *(f"CREATE INDEX IF NOT EXISTS {name} ON {kind.table} ({', '.join(cols)})"
+                     for name, cols in indexes(kind))]

@@ -1,0 +1,185 @@
+"""Every kind's table through the real stores: the shared rule, the discriminated workloads
+table, repair of rows edited behind our back, tombstone retention, and the v1 → v2
+migration with data in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncmy
+import pytest
+from cmdb_support import BASE, CLUSTER, at
+
+from reconciler import TOMBSTONE, ApplyResult, ObjectKey, Record, State
+from synchronizer.cmdb import open_store
+from synchronizer.cmdb.migrations import V1
+from synchronizer.cmdb.schema import _mysql_op, _sqlite_op
+from synchronizer.kinds import KINDS, NODES, PODS, WORKLOADS
+from synchronizer.kinds.descriptor import row_checksum
+from synchronizer.kinds.workloads import DEPLOYMENT, JOB
+
+
+def record(of: Any, key: str, version: int, **fields: Any) -> Record:
+    base = {c.name: c.default for c in of.stored}
+    if of.discriminator:
+        base[of.discriminator] = of.resources[0].kind
+    base.update(fields)
+    return Record(key=ObjectKey(key), version=version,
+                  checksum=row_checksum(base, of.stored), query_at=at(version), fields=base)
+
+
+async def sql(store: Any, statement: str) -> None:
+    """Run one statement behind the store's back (an operator's hand edit)."""
+    if hasattr(store, "conn"):
+        await store.conn.execute("edit", statement)
+    else:
+        await store._writer.call(lambda conn: conn.execute(statement))
+
+
+@pytest.fixture
+async def cmdb(store_dsn: str) -> Any:
+    store = await open_store(store_dsn)
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+async def test_every_kind_follows_the_rule(cmdb, name):
+    kind = KINDS[name]
+    table = cmdb.table(kind, kind.resources[0])
+    first = record(kind, "u1", 5, name="a")
+    assert await table.apply(CLUSTER, [first]) == ApplyResult(written=1)
+    assert await table.apply(CLUSTER, [record(kind, "u1", 4, name="older")]) == ApplyResult(
+        unchanged=1)
+    newer = record(kind, "u1", 9, name="b")
+    assert await table.apply(CLUSTER, [newer]) == ApplyResult(written=1)
+    gone = Record(key=ObjectKey("u1"), version=12, checksum=TOMBSTONE, query_at=at(12),
+                  state=State.DELETED)
+    assert await table.apply(CLUSTER, [gone]) == ApplyResult(written=1)
+    (row,) = await table.rows(CLUSTER)
+    assert (row["name"], row["state"], row["resource_version"]) == ("b", "Deleted", 12)
+    assert await table.load_index(CLUSTER) == {}
+
+
+async def test_workload_resources_share_one_table_but_not_an_index(cmdb):
+    deployments = cmdb.table(WORKLOADS, DEPLOYMENT)
+    jobs = cmdb.table(WORKLOADS, JOB)
+    await deployments.apply(CLUSTER, [record(WORKLOADS, "d1", 3, kind="Deployment",
+                                             namespace="ns", name="web", replicas=3)])
+    await jobs.apply(CLUSTER, [record(WORKLOADS, "j1", 4, kind="Job", namespace="ns",
+                                      name="once", replicas=None)])
+    assert set(await deployments.load_index(CLUSTER)) == {"d1"}
+    assert set(await jobs.load_index(CLUSTER)) == {"j1"}
+    assert await jobs.count_active(CLUSTER) == 1
+    (job,) = await jobs.rows(CLUSTER)
+    assert job["replicas"] is None and job["kind"] == "Job"
+    # a bare tombstone (a full sync knows only the key) still lands in its resource's rows
+    bare = Record(key=ObjectKey("j2"), version=5, checksum=TOMBSTONE, query_at=at(5),
+                  state=State.DELETED)
+    await jobs.apply(CLUSTER, [bare])
+    assert {r["uid"] for r in await jobs.rows(CLUSTER)} == {"j1", "j2"}
+
+
+async def test_a_row_edited_behind_our_back_is_seen_and_repaired(cmdb):
+    nodes = cmdb.table(NODES)
+    truth = record(NODES, "n1", 7, name="node-1", internal_ip="10.0.0.1", ready="True")
+    await nodes.apply(CLUSTER, [truth])
+    assert (await nodes.load_index(CLUSTER))["n1"].checksum == truth.checksum
+    await sql(cmdb, "UPDATE nodes SET internal_ip = '6.6.6.6' WHERE uid = 'n1'")
+    # the checksum column was left alone, but the row no longer hashes to it
+    assert (await nodes.load_index(CLUSTER))["n1"].checksum == ""
+    # a watch event at the same version is not a repair...
+    assert await nodes.apply(CLUSTER, [truth]) == ApplyResult(unchanged=1)
+    # ...a full sync's record is, even at an equal version
+    from dataclasses import replace
+    assert await nodes.apply(CLUSTER, [replace(truth, repair=True)]) == ApplyResult(written=1)
+    (row,) = await nodes.rows(CLUSTER)
+    assert row["internal_ip"] == "10.0.0.1"
+    assert (await nodes.load_index(CLUSTER))["n1"].checksum == truth.checksum
+    assert await nodes.apply(CLUSTER, [replace(truth, repair=True)]) == ApplyResult(
+        unchanged=1)
+
+
+async def test_tombstone_retention_removes_only_old_tombstones(cmdb):
+    pods = cmdb.table(PODS)
+    old = Record(key=ObjectKey("old"), version=3, checksum=TOMBSTONE, query_at=BASE,
+                 state=State.DELETED)
+    recent = Record(key=ObjectKey("new"), version=4, checksum=TOMBSTONE,
+                    query_at=BASE + timedelta(days=2), state=State.DELETED)
+    await pods.apply(CLUSTER, [old, recent, record(PODS, "live", 5, name="p",
+                                                   namespace="ns")])
+    removed = await cmdb.purge_tombstones(PODS, CLUSTER, BASE + timedelta(days=1), 100)
+    assert removed == 1
+    assert {r["uid"] for r in await pods.rows(CLUSTER)} == {"new", "live"}
+
+
+V1_POD = {"cluster_id": "c1", "uid": "u-1", "namespace": "ns", "name": "p", "biz_id": 2,
+          "set_name": "s", "module_name": "m", "node_name": "n", "host_ip": "1.1.1.1",
+          "pod_ip": "2.2.2.2", "phase": "Running", "labels": "{}", "containers": "[]",
+          "resource_version": 41, "checksum": "v1sum", "state": "Active"}
+
+
+async def _make_v1_mysql(dsn: str) -> None:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(dsn)
+    conn = await asyncmy.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
+                                 password=u.password or "", db=u.path.lstrip("/"),
+                                 autocommit=True)
+    async with conn.cursor() as cur:
+        for op in V1.ops:
+            await _mysql_op(cur, op)
+        await cur.execute("CREATE TABLE schema_version (version INT NOT NULL PRIMARY KEY,"
+                          " why VARCHAR(255) NOT NULL, applied_at DATETIME(6) NOT NULL)")
+        await cur.execute("INSERT INTO schema_version VALUES (1, 'v1', NOW(6))")
+        columns = ", ".join(V1_POD)
+        await cur.execute(f"INSERT INTO pods ({columns}, query_at) VALUES"
+                          f" ({', '.join(['%s'] * len(V1_POD))}, NOW(6))", tuple(V1_POD.values()))
+    conn.close()
+
+
+def _make_v1_sqlite(path: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for op in V1.ops:
+        _sqlite_op(conn, op, " STRICT")
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY,"
+                 " why TEXT NOT NULL, applied_at TEXT NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (1, 'v1', '2025-01-01 00:00:00.000000')")
+    conn.execute(f"INSERT INTO pods ({', '.join(V1_POD)}, query_at) VALUES"
+                 f" ({', '.join('?' * len(V1_POD))}, '2025-01-01 00:00:00.000000')",
+                 tuple(V1_POD.values()))
+    conn.close()
+
+
+async def test_a_v1_database_is_migrated_in_place_with_its_rows(store_dsn):
+    if store_dsn.startswith("sqlite"):
+        _make_v1_sqlite(store_dsn.removeprefix("sqlite:///"))
+    else:
+        await _make_v1_mysql(store_dsn)
+    store = await open_store(store_dsn)
+    try:
+        (row,) = await store.table(PODS).rows("c1")
+        assert {k: row[k] for k in V1_POD} == V1_POD  # every v1 value survives
+        assert (row["workload_kind"], row["workload_name"], row["truncated"]) == ("", "", "")
+        # the v1 checksum is not ours: the first full sync sees it differs and rewrites
+        index = await store.table(PODS).load_index("c1")
+        assert index["u-1"].version == 41 and index["u-1"].checksum != V1_POD["checksum"]
+        for kind in KINDS.values():
+            assert await store.table(kind, kind.resources[0]).rows("c1") in ([], [row])
+    finally:
+        await store.close()
+    again = await open_store(store_dsn)  # a second start finds nothing to do
+    await again.close()
+
+
+async def test_dead_letters_name_the_kind(cmdb):
+    nodes = cmdb.table(NODES)
+    bad = record(NODES, "n1", 3, name="n" * 400)  # over the column's limit
+    result = await nodes.apply(CLUSTER, [bad, record(NODES, "n2", 3, name="ok")])
+    assert result.written == 1 and [k for k, _ in result.rejected] == ["n1"]
+    (letter,) = await cmdb.dead_letters(CLUSTER)
+    assert (letter["kind"], letter["uid"]) == ("nodes", "n1")
+    assert datetime.now(UTC) - letter["at"] < timedelta(hours=1)
