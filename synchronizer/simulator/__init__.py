@@ -24,6 +24,31 @@ garbage collection), `strategy` and `schema` (what apiserver does to a written o
 `snapshots`, `selectors`, `wire`, `faults`; `pods`, `nodes`, `workloads` (realistic
 objects), `populate`, `churn` (Pods), `controllers` and `rollouts` (every kind),
 `pacing`; `crd` (CustomResourceDefinitions, SyncCluster); `admin`, `admin_kinds`.
+
+What kopf (1.45) calls, checked against its sources, and served here (tests/simulator/
+test_kopf.py runs a real operator, cluster-wide and namespaced):
+- `kopf/_cogs/clients/scanning.py`: GET `/api`, `/api/v1`, `/apis`, `/apis/{g}/{v}`; it
+  reads `name`, `kind`, `namespaced`, `verbs`, `singularName`, `shortNames`, `categories`
+  and takes `<plural>/status` entries as the status subresource (`routes`, `resources`).
+- `kopf/_cogs/clients/fetching.py` and `watching.py`: a list (optionally `limit`, label and
+  field selectors), then `?watch=true&allowWatchBookmarks=true&resourceVersion=...`
+  (`timeoutSeconds` when set); 410 as an ERROR event restarts it; with initial streaming,
+  `sendInitialEvents=true&resourceVersionMatch=NotOlderThan` and the end bookmark.
+- `kopf/_core/reactor/observation.py`: list+watch of `customresourcedefinitions`
+  (apiextensions.k8s.io/v1, `spec.group` read on changes) and, unless cluster-wide, of
+  `namespaces`.
+- `kopf/_cogs/clients/patching.py`: `application/merge-patch+json` on the object (metadata,
+  annotations such as `kopf.zalando.org/last-handled-configuration`) and on `/status`
+  when discovery lists the subresource; finalizers through `application/json-patch+json`
+  with a `test` of `/metadata/resourceVersion`, whose failure must be a 422.
+- `kopf/_cogs/clients/events.py` (`kopf.info` and friends): POST core v1 `events` with
+  `generateName: kopf-event-` (logging lines are not posted since `posting.loggers` is
+  off by default).
+- `kopf/_core/engines/peering.py`: standalone mode asks for no peering resources; the
+  `kopfpeerings` CRDs are not installed here, so peering must stay off.
+- `kopf/_cogs/configs/configuration.py` and `progress.py`: the finalizer
+  `kopf.zalando.org/KopfFinalizerMarker`; progress kept in annotations (the CRD prunes
+  unknown status fields, as a real server does, so `status.kopf` would not survive).
 """
 
 from .churn import ChurnProgress, churn

@@ -249,6 +249,16 @@ class SimCluster(RevisionStore):
             self.release_watch(stream)
         return len(streams)
 
+    def end_streams(self, *, resource: str) -> int:
+        """End every open watch of `resource` cleanly once it has sent what happened so far
+        (its resource stopped being served); returns how many."""
+        rid = self._resource_id(resource)
+        streams = [w for w in self._watchers if w.resource == rid]
+        for stream in streams:
+            stream.end_at = self._rv
+            stream.wake.set()
+        return len(streams)
+
     def stall_streams(self, stalled: bool = True, *, resource: str | None = None) -> None:
         """While stalled, open watches (of `resource`) send nothing at all (no events, no
         bookmarks)."""

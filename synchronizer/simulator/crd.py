@@ -170,7 +170,7 @@ def uninstall_crd(cluster: SimCluster, name: str) -> dict[str, Any]:
         for key in list(table.order):
             ns, _, obj_name = key.rpartition("/")
             cluster.force_remove(ns or None, obj_name, resource=resource.id)
-        cluster.drop_streams(resource=resource.id)
+        cluster.end_streams(resource=resource.id)
         cluster.resources.remove(resource.id)
         cluster.drop_table(resource.id)
         cluster.refresh_tables()

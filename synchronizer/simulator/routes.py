@@ -43,7 +43,7 @@ from .faults import denied
 from .resources import ResourceSpec, api_group, api_group_list, api_resource_list
 from .selectors import matcher
 from .strategy import Part
-from .wire import SimError, no_such_resource
+from .wire import SimError, error_line, no_such_resource
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -319,9 +319,12 @@ async def _watch(request: web.Request, cluster: SimCluster, target: Target) -> w
     try:
         await resp.prepare(request)
         stream.on_abort = _aborter(request)
-        async with aclosing(stream.chunks(timeout_seconds=timeout or None)) as chunks:
-            async for chunk in chunks:
-                await resp.write(chunk)
+        try:
+            async with aclosing(stream.chunks(timeout_seconds=timeout or None)) as chunks:
+                async for chunk in chunks:
+                    await resp.write(chunk)
+        except SimError as exc:  # headers are sent: the error goes in the stream, as apiserver
+            await resp.write(error_line(exc))
         if not stream.aborted:
             await resp.write_eof()
     except ConnectionError:
@@ -369,6 +372,11 @@ async def _create(request: web.Request, cluster: SimCluster, target: Target) -> 
     obj = await _body(request)
     if not isinstance(obj, dict):
         raise SimError(400, f"the request body is not a {target.spec.kind} object")
+    if obj.get("kind") not in (None, "", target.spec.kind) or obj.get("apiVersion") not in (
+            None, "", target.spec.api_version):
+        raise SimError(400, f"the API version and kind in the data ({obj.get('apiVersion')}, "
+                       f"{obj.get('kind')}) do not match the expected "
+                       f"({target.spec.api_version}, {target.spec.kind})")
     meta_ns = (obj.get("metadata") or {}).get("namespace")
     if target.spec.namespaced and meta_ns not in (None, "", target.namespace):
         raise SimError(400, "the namespace of the provided object does not match the "

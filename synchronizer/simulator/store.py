@@ -185,8 +185,13 @@ class RevisionStore(Deletion):
 
     def history(self, after: int, upto: int, resource: str = "pods"
                 ) -> list[tuple[str, str, bytes]]:
-        """(type, key, object bytes) of one resource's events with after < revision <= upto."""
-        rid = self.table(resource).spec.id
+        """(type, key, object bytes) of one resource's events with after < revision <= upto.
+
+        `resource` may be the id of a resource no longer served (a watch draining the
+        DELETED events of a removed CRD)."""
+        table = self._aliases.get(resource) or self._tables.get(resource)
+        rid = table.spec.id if table is not None else (
+            self.table(resource).spec.id if resource in self.resources else resource)
         lo, hi = after - self._compacted, upto - self._compacted
         return [(kind, key, raw) for kind, res, key, raw, _ in self._log[lo:hi]
                 if kind and res == rid]

@@ -71,6 +71,8 @@ class WatchStream:
         self.on_abort: Callable[[bool], None] | None = None
         """Set by the HTTP layer: closes the connection (True: with a TCP reset)."""
         self.sent_events = 0
+        self.end_at: int | None = None
+        """Once everything up to this version is sent, end cleanly (the resource is gone)."""
 
     def abort(self, *, reset: bool = False) -> None:
         """Cut the connection abruptly (no terminating chunk), as a crashed server would."""
@@ -144,6 +146,8 @@ class WatchStream:
                     lines.append(self.raw.popleft()[1])
                 yield b"".join(lines)
                 continue
+            if self.end_at is not None and self.cursor >= self.end_at:
+                return
             upto = cluster.resource_version
             if self.raw:
                 upto = min(upto, self.raw[0][0])
