@@ -19,7 +19,7 @@ import random
 import signal
 import sys
 
-from .churn import populate
+from .populate import populate
 from .server import Simulator
 
 log = logging.getLogger("synchronizer.simulator")
@@ -34,6 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clusters", default="default",
                    help="comma-separated cluster ids; each is served at /clusters/<id>")
     p.add_argument("--pods", type=int, default=1000, help="pods per cluster at start")
+    p.add_argument("--nodes", type=int, default=0,
+                   help="nodes per cluster; with --workloads, a consistent cluster of every "
+                        "kind (0 and 0: pods only, as the first simulator)")
+    p.add_argument("--workloads", type=int, default=0, help="workloads per cluster")
     p.add_argument("--namespaces", type=int, default=4)
     p.add_argument("--annotated-fraction", type=float, default=0.5)
     p.add_argument("--churn-rate", type=float, default=0.0,
@@ -54,7 +58,8 @@ async def serve(args: argparse.Namespace) -> int:
         cluster = sim.add_cluster(cluster_id)
         await populate(cluster, pods=args.pods, namespaces=args.namespaces,
                        annotated_fraction=args.annotated_fraction,
-                       rng=random.Random(args.seed + n))
+                       rng=random.Random(args.seed + n), nodes=args.nodes,
+                       workloads=args.workloads)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

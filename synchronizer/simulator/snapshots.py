@@ -1,12 +1,13 @@
-"""Consistent list pages: snapshots at a revision, paging by key, PodList bodies.
+"""Consistent list pages: snapshots at a revision, paging by key, list bodies.
 
 Why snapshots: apiserver serves every page of a `limit`/`continue` list from the same etcd
 revision, so a client that pages through 100,000 Pods while they change still sees one
 consistent state. The simulator does the same: the first page that leaves a remainder
-freezes the key order and object bytes at that revision (cheap: references to the cached
-bytes, not copies), and later pages read from the frozen snapshot. A snapshot for an older
-revision can also be rebuilt from the current state by undoing the retained history, which
-is how `resourceVersionMatch=Exact` and evicted snapshots are served.
+freezes the key order and object bytes of that resource at that revision (cheap:
+references to the cached bytes, not copies), and later pages read from the frozen
+snapshot. A snapshot for an older revision can also be rebuilt from the current state by
+undoing the retained history, which is how `resourceVersionMatch=Exact` and evicted
+snapshots are served.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 
 @dataclass(slots=True)
 class Snapshot:
-    """Every Pod's bytes at revision `rv`, with keys in etcd order."""
+    """Every object's bytes of one resource at revision `rv`, with keys in etcd order."""
 
     rv: int
     order: list[str]
@@ -28,14 +29,16 @@ class Snapshot:
 
 
 def reconstruct(items: dict[str, bytes],
-                newer: Iterable[tuple[str, str, bytes, bytes | None]]) -> None:
-    """Undo, newest first, the history events `newer` on `items` (the current state).
+                newer: Iterable[tuple[str, str, str, bytes, bytes | None]],
+                resource: str) -> None:
+    """Undo, newest first, the history events of `resource` in `newer` on `items` (its
+    current state).
 
     An ADDED is undone by removing the key; a MODIFIED or DELETED by restoring the bytes
-    the object had before it; a revision of another resource kind (empty type) is skipped.
+    the object had before it; a revision of another resource is skipped.
     """
-    for kind, key, _, prev in reversed(list(newer)):
-        if not kind:
+    for kind, res, key, _, prev in reversed(list(newer)):
+        if not kind or res != resource:
             continue
         if kind == "ADDED" or prev is None:
             items.pop(key, None)
@@ -69,13 +72,15 @@ def page(
     return raws, (keys[-1] if remaining and keys else None), remaining
 
 
-def render(rv: int, raws: list[bytes], *, continue_token: str | None, remaining: int) -> bytes:
-    """A PodList body around already-serialised items."""
+def render(rv: int, raws: list[bytes], *, continue_token: str | None, remaining: int,
+           list_kind: str = "PodList", api_version: str = "v1") -> bytes:
+    """A list body (`PodList`, `NodeList`, ...) around already-serialised items."""
     meta: dict[str, object] = {"resourceVersion": str(rv)}
     if continue_token:
         meta["continue"] = continue_token
         meta["remainingItemCount"] = remaining
     return b"".join((
-        b'{"kind":"PodList","apiVersion":"v1","metadata":', orjson.dumps(meta),
+        b'{"kind":"', list_kind.encode(), b'","apiVersion":"', api_version.encode(),
+        b'","metadata":', orjson.dumps(meta),
         b',"items":[', b",".join(raws), b"]}",
     ))

@@ -2,8 +2,9 @@
 
 Why a cursor and not a queue per watcher: every change is appended once to the cluster's
 history (its resourceVersion is its position), and each watch just reads forward from its
-own resourceVersion. Slow consumers therefore cost no memory, a resume "from version N"
-is the same code path as a live watch, and a compaction that overtakes a watch is noticed
+own resourceVersion, keeping the events of its own resource (and namespace, or name). Slow
+consumers therefore cost no memory, a resume "from version N" is the same code path as a
+live watch, and a compaction that overtakes a watch is noticed
 exactly as apiserver notices it: the watch gets an ERROR event with a 410 Status and ends.
 
 The stream yields byte chunks (whole JSON lines, batched); the HTTP layer writes them. It
@@ -23,6 +24,7 @@ from .wire import SimError, bookmark_line, error_line, event_line, too_old
 
 if TYPE_CHECKING:
     from .cluster import SimCluster
+    from .resources import ResourceSpec
 
 BATCH = 500
 """Events per write: large enough to amortise syscalls, small enough to interleave watches."""
@@ -40,12 +42,24 @@ class WatchStream:
         bookmarks: bool,
         initial: list[bytes] | None = None,
         error: SimError | None = None,
+        spec: ResourceSpec | None = None,
+        key: str | None = None,
+        initial_end: bool = False,
+        match: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.cluster = cluster
         self.cursor = cursor
         """The resourceVersion up to which this stream has sent everything."""
+        self.spec = spec or cluster.table("pods").spec
+        self.resource = self.spec.id
+        """The resource watched (its canonical id)."""
         self.namespace = namespace
+        self.key = key
+        """Only the object with this key (a watch of one object), or None."""
         self.bookmarks = bookmarks
+        self.match = match
+        """A label/field selector on the event's object, or None."""
+        self._initial_end = initial_end
         self._initial = initial or []
         self._initial_pos = 0
         self._error = error
@@ -57,6 +71,8 @@ class WatchStream:
         self.on_abort: Callable[[bool], None] | None = None
         """Set by the HTTP layer: closes the connection (True: with a TCP reset)."""
         self.sent_events = 0
+        self.end_at: int | None = None
+        """Once everything up to this version is sent, end cleanly (the resource is gone)."""
 
     def abort(self, *, reset: bool = False) -> None:
         """Cut the connection abruptly (no terminating chunk), as a crashed server would."""
@@ -81,7 +97,18 @@ class WatchStream:
         return len(self._initial) - self._initial_pos
 
     def _prefix_ok(self, key: str) -> bool:
+        if self.key is not None:
+            return key == self.key
         return self.namespace is None or key.startswith(self.namespace + "/")
+
+    @property
+    def held(self) -> bool:
+        """Whether a stall switch holds this stream (all streams, or its resource's)."""
+        return self.cluster.stalled or self.resource in self.cluster.stalled_resources
+
+    def _bookmark(self, *, initial_end: bool = False) -> bytes:
+        return bookmark_line(self.cursor, self.spec.kind, self.spec.api_version,
+                             initial_events_end=initial_end)
 
     async def chunks(self, *, timeout_seconds: float | None = None) -> AsyncIterator[bytes]:
         """Yield the stream's bytes until timeout, drop, compaction overtake or error."""
@@ -93,7 +120,7 @@ class WatchStream:
             return
         next_bookmark = loop.time() + cluster.bookmark_interval
         while not self.stopped:
-            if cluster.stalled:
+            if self.held:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
@@ -106,6 +133,10 @@ class WatchStream:
                 self.sent_events += len(batch)
                 yield b"".join(batch)
                 continue
+            if self._initial_end:
+                self._initial_end = False
+                yield self._bookmark(initial_end=True)
+                continue
             if self.cursor < cluster.compacted:
                 yield error_line(too_old(self.cursor, cluster.compacted + 1))
                 return
@@ -115,6 +146,8 @@ class WatchStream:
                     lines.append(self.raw.popleft()[1])
                 yield b"".join(lines)
                 continue
+            if self.end_at is not None and self.cursor >= self.end_at:
+                return
             upto = cluster.resource_version
             if self.raw:
                 upto = min(upto, self.raw[0][0])
@@ -122,8 +155,10 @@ class WatchStream:
                 delay = cluster.event_delay
                 upto = min(upto, self.cursor + (1 if delay > 0 else BATCH))
                 parts = [event_line(kind, raw)
-                         for kind, key, raw in cluster.history(self.cursor, upto)
-                         if self._prefix_ok(key)]
+                         for kind, key, raw in cluster.history(self.cursor, upto,
+                                                               self.resource)
+                         if self._prefix_ok(key)
+                         and (self.match is None or self.match(raw))]
                 if delay > 0:
                     await asyncio.sleep(delay)
                 self.cursor = upto
@@ -134,7 +169,7 @@ class WatchStream:
                 continue
             if self.bookmarks and now >= next_bookmark:
                 next_bookmark = now + cluster.bookmark_interval
-                yield bookmark_line(self.cursor)
+                yield self._bookmark()
                 continue
             wake_at = min(t for t in (deadline, next_bookmark if self.bookmarks else None,
                                       now + 3600.0) if t is not None)

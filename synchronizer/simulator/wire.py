@@ -4,7 +4,8 @@ Why a module of its own: a client is only as good as the server it was tested ag
 the shapes a real API server uses live here in one place: `Status` error bodies (with
 `reason`, `code`, `details.retryAfterSeconds`), opaque `continue` tokens (the same base64
 JSON `{"v","rv","start"}` that apiserver's etcd3 storage encodes), watch event lines,
-bookmark objects, resourceVersion parsing, and JSON merge patch (RFC 7386).
+bookmark objects, resourceVersion parsing, JSON merge patch (RFC 7386) and JSON patch
+(RFC 6902, applied by the `jsonpatch` library, with apiserver's status codes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import base64
 import binascii
 from typing import Any
 
+import jsonpatch
+import jsonpointer
 import orjson
 
 REASONS: dict[int, str] = {
@@ -85,10 +88,19 @@ class SimError(Exception):
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
-def not_found(namespace: str, name: str) -> SimError:
-    """A 404 for a Pod, worded like apiserver's."""
-    return SimError(404, f'pods "{name}" not found',
-                    details={"name": name, "kind": "pods"})
+def not_found(namespace: str | None, name: str, plural: str = "pods",
+              group: str = "") -> SimError:
+    """A 404 for one object, worded like apiserver's (`deployments.apps "web" not found`)."""
+    what = f"{plural}.{group}" if group else plural
+    details: dict[str, Any] = {"name": name, "kind": plural}
+    if group:
+        details["group"] = group
+    return SimError(404, f'{what} "{name}" not found', details=details)
+
+
+def no_such_resource() -> SimError:
+    """The 404 for a path that names no served resource (an absent API)."""
+    return SimError(404, "the server could not find the requested resource")
 
 
 def too_old(requested: int, oldest: int) -> SimError:
@@ -152,10 +164,16 @@ def event_line(kind: str, raw_object: bytes) -> bytes:
     return EVENT_PREFIX[kind] + raw_object + EVENT_SUFFIX
 
 
-def bookmark_line(rv: int) -> bytes:
-    """A BOOKMARK event: an empty Pod that carries only the resourceVersion."""
-    return event_line("BOOKMARK", b'{"kind":"Pod","apiVersion":"v1","metadata":'
-                      b'{"resourceVersion":"' + str(rv).encode() + b'"}}')
+def bookmark_line(rv: int, kind: str = "Pod", api_version: str = "v1", *,
+                  initial_events_end: bool = False) -> bytes:
+    """A BOOKMARK event: an empty object of the watched kind carrying only the
+    resourceVersion (and, ending the initial events of a watch that asked for them, the
+    `k8s.io/initial-events-end` annotation)."""
+    meta = b'{"resourceVersion":"' + str(rv).encode() + b'"'
+    if initial_events_end:
+        meta += b',"annotations":{"k8s.io/initial-events-end":"true"}'
+    return event_line("BOOKMARK", b'{"kind":"' + kind.encode() + b'","apiVersion":"'
+                      + api_version.encode() + b'","metadata":' + meta + b"}}")
 
 
 def error_line(error: SimError) -> bytes:
@@ -174,3 +192,19 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def json_patch(target: Any, ops: Any) -> Any:
+    """RFC 6902 JSON patch; a malformed patch is a 400, one that cannot apply (a failed
+    `test`, a missing path) a 422, as apiserver answers (kopf relies on the 422)."""
+    try:
+        patch = jsonpatch.JsonPatch(ops)
+    except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as exc:
+        raise SimError(400, f"invalid JSON patch: {exc}") from None
+    try:
+        return patch.apply(target)
+    except jsonpatch.InvalidJsonPatch as exc:
+        raise SimError(400, f"invalid JSON patch: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError,
+            IndexError, TypeError) as exc:
+        raise SimError(422, f"the JSON patch could not be applied: {exc}") from None

@@ -361,9 +361,17 @@ async def test_writes_follow_apiserver_semantics(
     stale = {"metadata": {"resourceVersion": str(rv(pod)), "labels": {"x": "y"}}}
     conflict = await client.patch(path, content=orjson.dumps(stale), headers=merge)
     assert conflict.status_code == 409
-    json_patch = await client.patch(path, content=b"[]", headers={
-        "Content-Type": "application/json-patch+json"})
-    assert json_patch.status_code == 415
+    json_type = {"Content-Type": "application/json-patch+json"}
+    failed_test = [{"op": "test", "path": "/metadata/resourceVersion", "value": str(rv(pod))}]
+    refused = await client.patch(path, content=orjson.dumps(failed_test), headers=json_type)
+    assert refused.status_code == 422  # what kopf expects when its `test` op fails
+    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": str(rv(patched))},
+           {"op": "add", "path": "/metadata/labels/jp", "value": "yes"}]
+    json_patched = await client.patch(path, content=orjson.dumps(ops), headers=json_type)
+    assert json_patched.json()["metadata"]["labels"]["jp"] == "yes"
+    apply = await client.patch(path, content=b"{}", headers={
+        "Content-Type": "application/apply-patch+yaml"})
+    assert apply.status_code == 415
     stale_put = await client.put(path, json=pod)
     assert stale_put.status_code == 409
     deleted = await client.delete(path)
