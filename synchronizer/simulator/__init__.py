@@ -23,7 +23,8 @@ garbage collection), `strategy` and `schema` (what apiserver does to a written o
 `cluster` (list/watch semantics, faults, waits), `routes` (the HTTP API), `watch`,
 `snapshots`, `selectors`, `wire`, `faults`; `pods`, `nodes`, `workloads` (realistic
 objects), `populate`, `churn` (Pods), `controllers` and `rollouts` (every kind),
-`pacing`; `crd` (CustomResourceDefinitions, SyncCluster); `admin`, `admin_kinds`.
+`pacing`; `crd` (CustomResourceDefinitions, SyncCluster); `bcs` (the BCS cluster
+manager's registry and the gateway token); `admin`, `admin_kinds`.
 
 What kopf (1.45) calls, checked against its sources, and served here (tests/simulator/
 test_kopf.py runs a real operator, cluster-wide and namespaced):
@@ -51,9 +52,11 @@ test_kopf.py runs a real operator, cluster-wide and namespaced):
   unknown status fields, as a real server does, so `status.kopf` would not survive).
 """
 
+from .bcs import ClusterManager, make_cluster
 from .churn import ChurnProgress, churn
 from .cluster import SimCluster
 from .controllers import NOISE_STREAMS, REAL_STREAMS, STREAMS, ChurnCounts, Controllers
+from .crd import SYNC_CLUSTER_CRD, install_crd, uninstall_crd
 from .faults import FailureRule
 from .pods import make_pod, mutate, pod_name
 from .populate import Mix, populate
@@ -65,8 +68,10 @@ __all__ = [
     "NOISE_STREAMS",
     "REAL_STREAMS",
     "STREAMS",
+    "SYNC_CLUSTER_CRD",
     "ChurnCounts",
     "ChurnProgress",
+    "ClusterManager",
     "Controllers",
     "FailureRule",
     "Mix",
@@ -75,8 +80,11 @@ __all__ = [
     "Simulator",
     "WatchStream",
     "churn",
+    "install_crd",
+    "make_cluster",
     "make_pod",
     "mutate",
     "pod_name",
     "populate",
+    "uninstall_crd",
 ]

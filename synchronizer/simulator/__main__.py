@@ -8,6 +8,8 @@ and exits 0 after a clean stop.
 
     python -m synchronizer.simulator --port 18080 --clusters default,cluster-b \
         --pods 1000 --churn-rate 50
+    python -m synchronizer.simulator --clusters BCS-K8S-40001 --pods 5000 --nodes 100 \
+        --workloads 200 --bcs --bcs-token secret
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--history-limit", type=int, default=100_000,
                    help="events kept before automatic compaction")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bcs", action="store_true",
+                   help="register every cluster in the BCS cluster manager's registry "
+                        "(/bcsapi/v4/clustermanager/v1/cluster)")
+    p.add_argument("--bcs-token", default=None,
+                   help="the BCS gateway token: required by the registry and, when set, "
+                        "by every request under /clusters/<id>/")
     return p.parse_args(argv)
 
 
@@ -54,6 +62,10 @@ async def serve(args: argparse.Namespace) -> int:
     sim = Simulator(bookmark_interval=args.bookmark_interval,
                     history_limit=args.history_limit, seed=args.seed)
     ids = [c.strip() for c in args.clusters.split(",") if c.strip()]
+    sim.bcs.token = args.bcs_token
+    if args.bcs:
+        for cluster_id in ids:
+            sim.bcs.add(cluster_id)
     for n, cluster_id in enumerate(ids):
         cluster = sim.add_cluster(cluster_id)
         await populate(cluster, pods=args.pods, namespaces=args.namespaces,

@@ -97,7 +97,8 @@ async def _body(request: web.Request) -> Any:
         raise SimError(400, f"the request body is not valid JSON: {exc}") from None
 
 
-def _aborter(request: web.Request) -> Callable[[bool], None]:
+def aborter(request: web.Request) -> Callable[[bool], None]:
+    """A function that cuts the request's connection (True: with a TCP reset)."""
     transport = request.transport
 
     def abort(reset: bool) -> None:
@@ -111,7 +112,8 @@ def _aborter(request: web.Request) -> Callable[[bool], None]:
     return abort
 
 
-def _bearer(request: web.Request) -> str | None:
+def bearer(request: web.Request) -> str | None:
+    """The bearer token of a request, or None."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -123,16 +125,16 @@ def api_routes(sim: Simulator) -> list[web.RouteDef]:
     def wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
             cluster_id = request.match_info.get("cluster")
-            if cluster_id is not None and sim.gateway_token is not None \
-                    and _bearer(request) != sim.gateway_token:
+            if cluster_id is not None and sim.bcs.token is not None \
+                    and bearer(request) != sim.bcs.token:
                 return json_response({"code": 401, "result": False,
                                       "message": "Resource is Unauthorized"}, 401)
             cluster = sim.clusters.get(cluster_id or "default")
             if cluster is None:
                 return error_response(SimError(
                     404, f"cluster {cluster_id or 'default'!r} is not simulated here"))
-            if cluster.token is not None and (cluster_id is None or sim.gateway_token is None) \
-                    and _bearer(request) != cluster.token:
+            if cluster.token is not None and (cluster_id is None or sim.bcs.token is None) \
+                    and bearer(request) != cluster.token:
                 return error_response(SimError(401, "Unauthorized"))
             try:
                 return await handler(request, cluster)
@@ -318,7 +320,7 @@ async def _watch(request: web.Request, cluster: SimCluster, target: Target) -> w
     resp.enable_chunked_encoding()
     try:
         await resp.prepare(request)
-        stream.on_abort = _aborter(request)
+        stream.on_abort = aborter(request)
         try:
             async with aclosing(stream.chunks(timeout_seconds=timeout or None)) as chunks:
                 async for chunk in chunks:

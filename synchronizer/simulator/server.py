@@ -8,8 +8,9 @@ named `default` is also served at the root, so `server: http://127.0.0.1:18080` 
 
 The Kubernetes API of every cluster is in `routes` (every built-in resource, installed
 custom resources, discovery, `/version`, `/healthz`, `/readyz`, `/livez`); the control API
-for other processes is under `/_sim/` (see `admin`). `gateway_token` makes the server act
-as the BCS API gateway: every request under `/clusters/<id>/` then needs that bearer token.
+for other processes is under `/_sim/` (see `admin`). `bcs` is the BCS cluster manager's
+registry on the same port (`/bcsapi/v4/clustermanager/v1/...`); its token, when set, makes
+the server act as the BCS API gateway: every request under `/clusters/<id>/` needs it too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from .admin import admin_routes
+from .bcs import ClusterManager, bcs_routes
 from .churn import ChurnProgress, churn
 from .cluster import SimCluster
 from .controllers import Controllers
@@ -40,9 +42,8 @@ class Simulator:
         self.host = "127.0.0.1"
         self.port: int | None = None
         """The bound port; kept after `stop` so `start(port=sim.port)` restarts in place."""
-        self.gateway_token: str | None = None
-        """When set, requests under `/clusters/<id>/` need this bearer token (the BCS API
-        gateway's); the root-served `default` cluster is not behind the gateway."""
+        self.bcs = ClusterManager()
+        """The BCS cluster manager's registry (and the gateway token for /clusters/)."""
         self._clusters: dict[str, SimCluster] = {}
         self._runner: web.AppRunner | None = None
         self._churns: dict[str, tuple[asyncio.Task[ChurnProgress], ChurnProgress]] = {}
@@ -59,6 +60,12 @@ class Simulator:
                 options.setdefault("seed", self.seed + len(self._clusters))
             self._clusters[cluster_id] = SimCluster(cluster_id, **options)
         return self._clusters[cluster_id]
+
+    def add_bcs_cluster(self, cluster_id: str, **fields: Any) -> SimCluster:
+        """Simulate a cluster and register it in the BCS cluster manager (`fields` by
+        their BCS names: businessID="2", status="RUNNING", clusterType="single", ...)."""
+        self.bcs.add(cluster_id, **fields)
+        return self.add_cluster(cluster_id)
 
     def remove_cluster(self, cluster_id: str) -> None:
         """Forget a cluster; its watches are cut and its requests answer 404."""
@@ -137,6 +144,7 @@ class Simulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes(api_routes(self))
         app.add_routes(admin_routes(self))
+        app.add_routes(bcs_routes(self))
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=1.0)
         await runner.setup()
