@@ -32,11 +32,13 @@ from urllib.parse import urlsplit
 import orjson
 import pymysql
 
-from reconciler import ObjectKey, Record, checksum
-from synchronizer.cmdb import MySQLStore, mysql
+from reconciler import ObjectKey, Record
+from synchronizer.cmdb import MySQLStore, mysql_conn
+from synchronizer.kinds import PODS
+from synchronizer.kinds.descriptor import row_checksum
 
 VARIANTS = {
-    "asyncmy": ("asyncmy", mysql.STATEMENT_CACHE),
+    "asyncmy": ("asyncmy", mysql_conn.STATEMENT_CACHE),
     "asyncmy-text": ("asyncmy", 0),
     "aiomysql": ("aiomysql", 0),
 }
@@ -64,7 +66,7 @@ def pods(n: int, variant: int) -> list[Record]:
                                          "container_id": "containerd://" + "f" * 64}]).decode(),
         }
         out.append(Record(key=ObjectKey(f"{i:08d}-0000-4000-8000-000000000000"),
-                          version=1 + i + variant * n, checksum=checksum(fields),
+                          version=1 + i + variant * n, checksum=row_checksum(fields, PODS.stored),
                           query_at=now, fields=fields))
     return out
 
@@ -75,13 +77,14 @@ async def write(
     """Apply `records` in batches; return (wall s, client CPU s, rows written)."""
     wall, cpu, written = time.perf_counter(), time.process_time(), 0
     for start in range(0, len(records), batch):
-        written += (await store.apply(CLUSTER, records[start:start + batch])).written
+        chunk = records[start:start + batch]
+        written += (await store.table(PODS).apply(CLUSTER, chunk)).written
     return time.perf_counter() - wall, time.process_time() - cpu, written
 
 
 async def run(server: str, variant: str, rows: int, batch: int) -> dict[str, float]:
     """One driver variant, one batch size, on a fresh database."""
-    driver, mysql.STATEMENT_CACHE = VARIANTS[variant]
+    driver, mysql_conn.STATEMENT_CACHE = VARIANTS[variant]
     u = urlsplit(server)
     admin = pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306,
                             user=u.username or "root", password=u.password or "",
@@ -101,12 +104,12 @@ async def run(server: str, variant: str, rows: int, batch: int) -> dict[str, flo
         loads, cpus, fetches = [], [], []
         for _ in range(5):
             wall, cpu = time.perf_counter(), time.process_time()
-            index = await store.load_index(CLUSTER)
+            index = await store.table(PODS).load_index(CLUSTER)
             loads.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
             # The driver's share: the same query, rows left as tuples (no Stamp objects).
             cpu = time.process_time()
-            raw = await store._query("bench", INDEX_SQL, (CLUSTER,))
+            raw = await store.conn.query("bench", INDEX_SQL, (CLUSTER,))
             fetches.append(time.process_time() - cpu)
         assert len(index) == rows == len(raw)
     finally:

@@ -36,7 +36,7 @@ import pymysql
 from kubernetes import client, watch
 
 from synchronizer.cmdb import open_store
-from synchronizer.projection import DEFAULT_MODULE, DEFAULT_SET, MODULE_ANNOTATION, SET_ANNOTATION
+from synchronizer.kinds.pods import DEFAULT_MODULE, DEFAULT_SET, MODULE_ANNOTATION, SET_ANNOTATION
 
 from .common import serve_commands, vm_hwm_kib
 
@@ -49,7 +49,7 @@ UPSERT = (f"INSERT INTO pods ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * 
 
 
 def row(pod: client.V1Pod, *, cluster: str, biz_id: int, deleted: bool) -> tuple[Any, ...]:
-    """The `pods` row of a V1Pod (the same columns and rules as `synchronizer.projection`)."""
+    """The `pods` row of a V1Pod (the version 1 columns and rules of `synchronizer.kinds.pods`)."""
     meta, spec, status = pod.metadata, pod.spec, pod.status
     annotations = meta.annotations or {}
     set_name, module_name = annotations.get(SET_ANNOTATION), annotations.get(MODULE_ANNOTATION)

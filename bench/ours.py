@@ -1,8 +1,9 @@
 """The synchronizer side of the benchmarks, in a process of its own: `python -m bench.ours`.
 
-It wires the production parts the way `synchronizer.app` does — `KubePodSource` (httpx +
-orjson), `ClusterReconciler` with the Prometheus metrics, the MariaDB `MySQLStore` as both
-store and lease table, with a fence — for one cluster, and obeys commands from the driver
+It wires the production parts the way `synchronizer.clusters` does — a `KubeSource` of pods
+(httpx + msgspec) over a `ClusterClient`, a `ClusterReconciler` with the Prometheus
+metrics writing into the MariaDB store's `pods` table, and a `ClusterSupervisor` holding
+the cluster's lease with a fence — for one cluster, and obeys commands from the driver
 (`bench.common.Worker`), one JSON object per line on stdin, one reply per line on stdout:
 
     ping         reply once set-up (imports, store, tables) is done
@@ -20,10 +21,10 @@ watch event, `ObservedStore` stamps each committed batch with `time.time()` righ
 `apply` returns (the transaction has committed). Knobs: page size, senders, batch size,
 linger, the garbage collector (`--gc`): `default`; `freeze` (gc.freeze() after set-up);
 `freeze-index` (also freeze right after each full sync has loaded the stored index, the
-one large long-lived heap of a sync); `off` (no cyclic GC at all, a bound); and the Pod
-decoder (`--decode`: the service's, or an earlier one for comparison, see
-`bench.fastdecode`). `synchronizer run` calls gc.freeze() after start-up (since 7d2eb2d),
-so `--gc freeze` is the service as shipped.
+one large long-lived heap of a sync); `off` (no cyclic GC at all, a bound).
+`synchronizer run` calls gc.freeze() after start-up (since 7d2eb2d), so `--gc freeze` is
+the service as shipped. (The earlier Pod decoders this bench could swap in were retired
+with the kinds redesign; their figures stay in docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from reconciler import (
     Bookmark,
     ClusterId,
     ClusterReconciler,
+    ClusterSupervisor,
     Event,
     Fence,
     ObjectKey,
@@ -54,12 +56,12 @@ from reconciler import (
     Record,
     Stamp,
 )
-from synchronizer.cmdb import MySQLStore, open_store
-from synchronizer.kube import KubePodSource
+from synchronizer.cmdb import CmdbStore, KindTable, open_store
+from synchronizer.kinds import PODS
+from synchronizer.kube import ClusterClient, KubeSource
 from synchronizer.metrics import PrometheusMetrics
 
 from .common import vm_hwm_kib
-from .fastdecode import DECODERS, install
 
 GC_MODES = ("default", "freeze", "freeze-index", "off")
 
@@ -89,7 +91,7 @@ class GcClock:
 class ObservedSource:
     """A `Source` that counts watch events and notes when the first one arrived."""
 
-    def __init__(self, inner: KubePodSource) -> None:
+    def __init__(self, inner: KubeSource) -> None:
         self.inner = inner
         self.events = 0
         self.first_event: float | None = None
@@ -117,8 +119,9 @@ class ObservedSource:
 class ObservedStore:
     """The store, with a commit log and an optional `gc.freeze()` after loading an index."""
 
-    def __init__(self, inner: MySQLStore, *, freeze_index: bool) -> None:
+    def __init__(self, inner: CmdbStore, *, freeze_index: bool) -> None:
         self.inner = inner
+        self.table: KindTable = inner.table(PODS)
         self.freeze_index = freeze_index
         self.log: list[tuple[str, int, float, float]] | None = None
         self.rows = 0
@@ -131,7 +134,7 @@ class ObservedStore:
 
     async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
         """The inner store's index (frozen out of the GC's sight with `freeze-index`)."""
-        index = await self.inner.load_index(cluster)
+        index = await self.table.load_index(cluster)
         if self.freeze_index:
             gc.freeze()
         return index
@@ -139,7 +142,7 @@ class ObservedStore:
     async def apply(self, cluster: ClusterId, batch: Sequence[Record], *,
                     fence: Fence | None = None) -> ApplyResult:
         """The inner store's apply; the batch's keys and versions are logged once committed."""
-        result = await self.inner.apply(cluster, batch, fence=fence)
+        result = await self.table.apply(cluster, batch, fence=fence)
         self.rows += len(batch)
         self.written += result.written
         if self.log is not None:
@@ -164,6 +167,7 @@ class Bench:
         self.store: ObservedStore | None = None
         self.source: ObservedSource | None = None
         self.rec: ClusterReconciler | None = None
+        self.supervisor: ClusterSupervisor | None = None
         self.task: asyncio.Task[None] | None = None
         self.generation = 0
         self._cpu = 0.0
@@ -173,20 +177,22 @@ class Bench:
     async def setup(self) -> None:
         """Open the store (creating the tables) and build the parts; no I/O to the cluster."""
         a = self.args
-        install(a.decode)
         inner = await open_store(a.dsn)
-        assert isinstance(inner, MySQLStore)
         metrics = PrometheusMetrics()
         self.store = ObservedStore(inner, freeze_index=a.gc == "freeze-index")
-        self.source = ObservedSource(KubePodSource(
-            a.url, cluster_id=a.cluster, biz_id=a.biz_id, page_size=a.page_size,
-            watch_timeout=300, inactivity=a.inactivity, metrics=metrics))
+        self.source = ObservedSource(KubeSource(
+            ClusterClient.from_url(a.url, cluster_id=a.cluster, watches=1), kind=PODS,
+            biz_id=a.biz_id, page_size=a.page_size, watch_timeout=300,
+            inactivity=a.inactivity, metrics=metrics, owns_client=True))
         settings = ReconcilerSettings(senders=a.senders, batch_size=a.batch_size,
                                       linger=a.linger, full_sync_interval=3600)
+        fence = Fence(owner=f"bench-{os.getpid()}", epoch=1)
         self.rec = ClusterReconciler(
-            cluster=ClusterId(a.cluster), source=self.source, store=self.store,
-            settings=settings, metrics=metrics, leases=self.store,
-            fence=Fence(owner=f"bench-{os.getpid()}", epoch=1))
+            cluster=ClusterId(a.cluster), kind="pods", source=self.source, store=self.store,
+            settings=settings, metrics=metrics, fence=fence)
+        self.supervisor = ClusterSupervisor(
+            cluster=ClusterId(a.cluster), reconcilers=[self.rec], leases=self.store,
+            fence=fence, settings=settings, metrics=metrics)
         if a.gc in ("freeze", "freeze-index"):
             gc.collect()
             gc.freeze()
@@ -214,7 +220,8 @@ class Bench:
         if cmd == "start":
             started = time.perf_counter()
             cpu = time.process_time()
-            self.task = asyncio.create_task(rec.run())
+            assert self.supervisor is not None
+            self.task = asyncio.create_task(self.supervisor.run())
             self.generation = await rec.wait_synced(0)
             return {"seconds": time.perf_counter() - started, "rows": store.rows,
                     "cpu": time.process_time() - cpu, "vmhwm_kib": vm_hwm_kib()}
@@ -239,8 +246,8 @@ class Bench:
         if cmd == "commits":
             return {"commits": store.log or []}
         if cmd == "exit":
-            if self.task is not None:
-                rec.stop()
+            if self.task is not None and self.supervisor is not None:
+                self.supervisor.stop()
                 await self.task
             await self.source.inner.aclose()
             await store.inner.close()
@@ -285,8 +292,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inactivity", type=float, default=600.0,
                    help="watch inactivity bound (long: the driver holds streams on purpose)")
     p.add_argument("--gc", choices=GC_MODES, default="default")
-    p.add_argument("--decode", choices=DECODERS, default="service",
-                   help="the service's Pod decoder, or an earlier one (bench.fastdecode)")
     return p.parse_args(argv)
 
 

@@ -7,10 +7,9 @@ noisy):
 
 - full sync of `--pods` (100,000) Pods into an empty table and the no-change re-sync: the
   service as shipped (msgspec decoder, gc.freeze() after start-up), each other
-  garbage-collector mode, page size 250, 16 senders, batch 1000, and the Pod decoder the
-  service had before commit 4cf1545 (orjson dicts; `bench.fastdecode`);
+  garbage-collector mode, page size 250, 16 senders, batch 1000;
 - watch throughput (replay of `--events` pre-made changes) and change→commit latency at
-  `--rate` events/s, as shipped and with the earlier decoder;
+  `--rate` events/s, as shipped and with a shorter linger;
 - the naive peer (`bench.naive_peer`) on the same workloads (its full sync on
   `--naive-pods` Pods, our engine measured on the same size for the ratio);
 - a py-spy profile of each phase (skipped without py-spy).
@@ -53,13 +52,9 @@ FULL_SYNC_VARIANTS: list[tuple[str, list[str]]] = [
     ("page size 250", [*SHIPPED, "--page-size", "250"]),
     ("16 senders", [*SHIPPED, "--senders", "16"]),
     ("batch 1000", [*SHIPPED, "--batch-size", "1000"]),
-    ("before 4cf1545: orjson dicts, no gc.freeze()", ["--decode", "orjson"]),
-    ("before 4cf1545 + gc.freeze()", ["--decode", "orjson", *SHIPPED]),
-    ("before 4cf1545 + page freed before the GC resumes", ["--decode", "orjson-early-free"]),
 ]
 WATCH_VARIANTS: list[tuple[str, list[str]]] = [
     ("service as shipped (msgspec, gc.freeze(); 8 senders, batch 500, linger 20 ms)", SHIPPED),
-    ("before 4cf1545: orjson dicts, no gc.freeze()", ["--decode", "orjson"]),
     ("as shipped, linger 5 ms", [*SHIPPED, "--linger", "0.005"]),
 ]
 
@@ -213,8 +208,8 @@ def render_full_sync(r: dict[str, Any]) -> str:
         "```sh",
         f".venv/bin/python -m bench.full_sync --pods {r['pods']} --runs {r['runs']} --gc freeze"
         "  # as shipped",
-        f".venv/bin/python -m bench.full_sync --pods {r['pods']} --runs {r['runs']} --decode"
-        " orjson  # before 4cf1545; any variant's options (see bench/ours.py --help)",
+        f".venv/bin/python -m bench.full_sync --pods {r['pods']} --runs {r['runs']} --page-size"
+        " 250  # any variant's options (see bench/ours.py --help)",
         "```",
         "",
         f"Aim (issue \"Foundation\"): initial ≤ 15 s, no-change re-sync ≤ 6 s, peak RSS ≤ 600 MB."

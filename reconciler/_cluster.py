@@ -325,7 +325,7 @@ class ClusterReconciler:
         status = self.status
         while True:
             received = False
-            failing = status.last_error is not None and status.last_error.startswith("watch")
+            failing = self._error_logged is not None and self._error_logged.startswith("watch")
             try:
                 stream = self._source.watch(version)
                 try:
@@ -414,4 +414,3 @@ class ClusterReconciler:
             log.info("%s: recovered (last error: %s)", self._name, self._error_logged)
             self._error_logged = None
         self.status.refused = False
-        self.status.last_error = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,15 +26,16 @@ from reconciler._backoff import Backoff
 
 from .clusters import ClusterFactory, table_kinds
 from .cmdb import CmdbStore, open_store
+from .cmdb.api import Groups
 from .controller import Controller
 from .coordination import Coordinator, Member, StandaloneCoordinator, ZooKeeperCoordinator
 from .http import HttpProviders, HttpServer
-from .kinds import Kind
+from .kinds import PODS, Kind
 from .metrics import PrometheusMetrics
 from .registries import ClusterSpec, Registry, RegistryPull, SecretResolver
 from .registries.static import spec_of, static_registry, static_tokens
 from .settings import Settings
-from .status import RowCounts, cluster_state, kind_detail, last_full_sync
+from .status import RowCounts, cluster_state, kind_detail, last_full_sync, totals
 
 log = logging.getLogger("synchronizer")
 
@@ -72,7 +73,8 @@ class Instance:
         self.http = HttpServer(
             address=inst.address, port=inst.port, metric_port=inst.metric_port,
             providers=HttpProviders(status=self.status, ready=self.readiness,
-                                    metrics=self.metrics.exposition),
+                                    metrics=self.metrics.exposition,
+                                    views={"/status/workloads": self.workloads}),
         )
 
     def _coordinator(self) -> Coordinator:
@@ -189,6 +191,20 @@ class Instance:
                 await self.counts.of(cluster, self._kinds(cluster))
             await asyncio.sleep(COUNT_INTERVAL)
 
+    async def workloads(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """`GET /status/workloads?cluster=ID`: active pods grouped by owning workload."""
+        cluster = ClusterId(query.get("cluster", ""))
+        if cluster not in self.controller.clusters:
+            raise LookupError(f"cluster {cluster!r} is not owned by this instance")
+        store = self._require_store()
+        if not isinstance(store, Groups):
+            raise LookupError("this CMDB cannot group rows")
+        limit = min(int(query.get("limit", "50") or 50), 500)
+        groups = await store.group_active(PODS, cluster, ("workload_kind", "workload_name"),
+                                          limit)
+        return {"cluster": cluster,
+                "workloads": [{"kind": k, "name": n, "pods": c} for k, n, c in groups]}
+
     @property
     def pull(self) -> RegistryPull:
         """The coordinator's merge of the registries (health and conflicts)."""
@@ -208,15 +224,17 @@ class Instance:
             errors = [f"{k}: {r.status.last_error}" for k, r in recs.items()
                       if r.status.last_error]
             lease_error = sup.status.last_error if sup is not None else None
+            details = {k: kind_detail(r, loop_now) for k, r in recs.items()}
             clusters.append({
                 "id": cluster,
                 "state": cluster_state(sup, running.error),
+                **totals(details),
                 "origin": str(spec.origin) if spec else None,
                 "server": spec.where if spec else None,
                 "last_full_sync": synced.isoformat() if synced else None,
                 "pods": counts.get("pods", 0),
                 "kinds": counts,
-                "sync": {k: kind_detail(r, loop_now) for k, r in recs.items()},
+                "sync": details,
                 "epoch": running.assigned.fence.epoch,
                 "restarts": running.restarts,
                 "last_error": "; ".join(errors) or lease_error or running.error,

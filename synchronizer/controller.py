@@ -63,6 +63,7 @@ class Controller:
         self._backoff = (backoff_initial, backoff_max)
         self._stop_timeout = stop_timeout
         self._running: dict[ClusterId, _Running] = {}
+        self._owned = asyncio.Condition()
         self.converged = asyncio.Event()
 
     @property
@@ -74,6 +75,13 @@ class Controller:
         """The live supervisor of `cluster`, if one runs."""
         running = self._running.get(cluster)
         return running.supervisor if running else None
+
+    async def wait_owned(self, cluster: ClusterId) -> ClusterSupervisor:
+        """Wait until `cluster` is owned here and has a live supervisor (for tests and
+        tools that start an instance and must not race its first convergence)."""
+        async with self._owned:
+            await self._owned.wait_for(lambda: cluster in self._running)
+        return await self.wait_running(cluster)
 
     async def wait_running(self, cluster: ClusterId) -> ClusterSupervisor:
         """Wait until `cluster` has a live supervisor (it may still be in its first sync)."""
@@ -103,6 +111,8 @@ class Controller:
             if cluster not in self._running:
                 self._start(cluster, assigned)
         self._metrics.set("assigned_clusters", {}, len(desired))
+        async with self._owned:
+            self._owned.notify_all()
         if stale or desired:
             log.info("running %d clusters (%d stopped)", len(self._running), len(stale))
         self.converged.set()

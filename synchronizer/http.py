@@ -8,8 +8,8 @@ original served only one); if they are equal, one server carries all routes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -19,15 +19,22 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 ReadinessProvider = Callable[[], tuple[bool, str]]
+View = Callable[[Mapping[str, str]], Awaitable[Any]]
+"""A read-only JSON view: query parameters in, a JSON-ready value out (`LookupError`: 404,
+`ValueError`: 400)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpProviders:
-    """What the handlers read: a status document, readiness with a reason, a metrics page."""
+    """What the handlers read: a status document, readiness with a reason, a metrics page,
+    further JSON views by path (`/status/...`), and routes of other APIs on `port` (the
+    admin API brings its own, with its own authentication)."""
 
     status: StatusProvider
     ready: ReadinessProvider
     metrics: Callable[[], bytes]
+    views: Mapping[str, View] = field(default_factory=dict)
+    routes: Sequence[web.RouteDef] = ()
 
 
 def _page() -> bytes:
@@ -54,8 +61,20 @@ def _api_routes(providers: HttpProviders) -> list[web.RouteDef]:
     async def index(_: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
+    def view_handler(view: View) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                doc = await view(request.query)
+            except LookupError as exc:
+                return web.json_response({"error": str(exc)}, status=404)
+            except ValueError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.Response(body=orjson.dumps(doc), content_type="application/json")
+        return handler
+
+    views = [web.get(path, view_handler(view)) for path, view in providers.views.items()]
     return [web.get("/healthz", healthz), web.get("/readyz", readyz),
-            web.get("/status", status), web.get("/", index)]
+            web.get("/status", status), web.get("/", index), *views, *providers.routes]
 
 
 def _metric_routes(providers: HttpProviders) -> list[web.RouteDef]:

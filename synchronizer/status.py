@@ -70,6 +70,29 @@ def kind_detail(rec: ClusterReconciler, now: float) -> dict[str, Any]:
     }
 
 
+def totals(details: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A cluster's figures summed over its kinds (as /status showed them for pods alone).
+
+    `resume_version` is the lowest of the kinds': every kind has passed it, which is what
+    a reader waiting for "caught up with version V" needs; `full_syncs` the fewest.
+    """
+    if not details:
+        return {"events": 0, "events_per_second": 0.0, "parked": 0, "queued": 0,
+                "resume_version": None, "full_syncs": 0, "last_full_sync_seconds": None}
+    resumes = [d["resume_version"] for d in details.values()]
+    seconds = [d["last_full_sync_seconds"] for d in details.values()
+               if d["last_full_sync_seconds"] is not None]
+    return {
+        "events": sum(d["events"] for d in details.values()),
+        "events_per_second": sum(d["events_per_second"] for d in details.values()),
+        "parked": sum(d["parked"] for d in details.values()),
+        "queued": sum(d["queued"] for d in details.values()),
+        "resume_version": None if None in resumes else min(resumes),
+        "full_syncs": min(d["full_syncs"] for d in details.values()),
+        "last_full_sync_seconds": max(seconds) if seconds else None,
+    }
+
+
 class RowCounts:
     """Active rows per cluster and kind, cached briefly; feeds /status and the gauge."""
 

@@ -132,6 +132,26 @@ class LeaseReader(Protocol):
 
 
 @runtime_checkable
+class Groups(Protocol):
+    """Active rows of a kind counted by some of its columns (pods by workload, by module)."""
+
+    async def group_active(self, kind: Kind, cluster: ClusterId, columns: Sequence[str],
+                           limit: int) -> list[tuple[Any, ...]]:
+        """(values..., count) of the largest groups, largest first; `columns` must be the
+        kind's own column names (ValueError otherwise)."""
+        ...
+
+
+def checked_columns(kind: Kind, columns: Sequence[str]) -> list[str]:
+    """The columns, if every one is a stored column of `kind` (they go into SQL text)."""
+    known = {c.name for c in kind.stored}
+    bad = [c for c in columns if c not in known]
+    if bad or not columns:
+        raise ValueError(f"{kind.name} has no column {', '.join(bad) or '(none given)'}")
+    return list(columns)
+
+
+@runtime_checkable
 class TombstoneRetention(Protocol):
     """Remove tombstones older than a retention period (`sync.tombstone_retention`)."""
 
@@ -169,5 +189,5 @@ async def open_store(dsn: str, *, migrate: bool = True) -> CmdbStore:
     return await opener(dsn.strip(), migrate=migrate)
 
 
-__all__ = ["CmdbStore", "DeadLetters", "KindBackend", "KindTable", "LeaseReader",
-           "TombstoneRetention", "open_store", "redact", "register"]
+__all__ = ["CmdbStore", "DeadLetters", "Groups", "KindBackend", "KindTable", "LeaseReader",
+           "TombstoneRetention", "checked_columns", "open_store", "redact", "register"]

@@ -31,7 +31,7 @@ from reconciler import (
 from synchronizer.kinds import Kind, Resource
 
 from . import mysql_sql, rows
-from .api import Fixed, KindTable, register
+from .api import Fixed, KindTable, checked_columns, register
 from .mysql_conn import DataError, MySQLConnection, classify, describe
 
 CHUNK_ROWS = 1000
@@ -243,6 +243,16 @@ class MySQLStore:
         for row in out:
             row["query_at"] = rows.from_db_time(row["query_at"])
         return out
+
+    async def group_active(self, kind: Kind, cluster: ClusterId, columns: Sequence[str],
+                           limit: int) -> list[tuple[Any, ...]]:
+        """The largest groups of the cluster's Active rows by `columns`, with counts."""
+        names = ", ".join(f"`{c}`" for c in checked_columns(kind, columns))
+        found = await self.conn.query(
+            f"groups of {cluster}", f"SELECT {names}, COUNT(*) AS n FROM `{kind.table}`"
+            f" WHERE cluster_id = %s AND state = 'Active' GROUP BY {names}"
+            f" ORDER BY n DESC, {names} LIMIT %s", (cluster, int(limit)))
+        return [tuple(row) for row in found]
 
     async def purge_tombstones(self, kind: Kind, cluster: ClusterId, before: datetime,
                                limit: int) -> int:

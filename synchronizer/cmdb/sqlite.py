@@ -48,7 +48,7 @@ from reconciler import (
 from synchronizer.kinds import Kind, Resource
 from synchronizer.kinds.descriptor import SEPARATOR, rendered
 
-from .api import Fixed, KindTable, register
+from .api import Fixed, KindTable, checked_columns, register
 from .dsn import parse_sqlite
 from .rows import (
     ERROR_LIMIT,
@@ -378,6 +378,15 @@ class SQLiteStore:
                 found["query_at"] = from_db_time(found["query_at"])
             return out
         return await self._reader.call(job)
+
+    async def group_active(self, kind: Kind, cluster: ClusterId, columns: Sequence[str],
+                           limit: int) -> list[tuple[Any, ...]]:
+        """The largest groups of the cluster's Active rows by `columns`, with counts."""
+        names = ", ".join(checked_columns(kind, columns))
+        sql = (f"SELECT {names}, COUNT(*) AS n FROM {kind.table} WHERE cluster_id = ? AND"
+               f" state = 'Active' GROUP BY {names} ORDER BY n DESC, {names} LIMIT ?")
+        return await self._reader.call(
+            lambda conn: [tuple(r) for r in conn.execute(sql, (cluster, int(limit)))])
 
     async def purge_tombstones(self, kind: Kind, cluster: ClusterId, before: datetime,
                                limit: int) -> int:

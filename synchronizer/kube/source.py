@@ -162,8 +162,8 @@ class KubeSource:
             raise http_error(self.cluster_id, what, response, body, now=self._clock)
         return body
 
-    def _decode_page(self, body: bytes) -> tuple[str, str, list[Record], list[ObjectKey]]:
-        """Parse and project one page: (version, continue, records, held keys).
+    def _decode_page(self, body: bytes) -> tuple[str, str, list[Record], list[ObjectKey], int]:
+        """Parse and project one page: (version, continue, records, held keys, skipped).
 
         Runs with the cyclic GC paused: a page of 500 Pods allocates ~10^5 containers at
         once, which triggers collections that rescan the whole (large, long-lived) heap,
@@ -180,18 +180,20 @@ class KubeSource:
             observed = self._clock()
             records: list[Record] = []
             held: list[ObjectKey] = []
+            skipped = 0
             project = self._project
             for item in doc.items or ():
                 try:
                     records.append(project(item, observed, False))
                 except BadObject as exc:
+                    skipped += 1
                     uid = exc.uid or uid_of(item)
                     if uid:
                         held.append(ObjectKey(uid))
                     self._skip("bad_object", self._describe(item, exc))
             meta = doc.metadata
             del doc  # free the page while the collector is still paused
-        return meta.resourceVersion, meta.continue_, records, held
+        return meta.resourceVersion, meta.continue_, records, held, skipped
 
     def _describe(self, raw: bytes, exc: BadObject) -> str:
         ident = _ident(raw)
@@ -202,7 +204,7 @@ class KubeSource:
         version: int | None = None
         token: str | None = None
         while True:
-            rv, token, records, held = self._decode_page(await self._get_page(token))
+            rv, token, records, held, skipped = self._decode_page(await self._get_page(token))
             try:
                 page_version = int(rv)
             except ValueError:
@@ -215,7 +217,7 @@ class KubeSource:
                 raise Expired(
                     f"cluster {self.cluster_id}: list {self.resource.plural}: page at version"
                     f" {page_version} in a list at {version}")
-            yield Page(version, records, len(held), held)
+            yield Page(version, records, skipped, tuple(held))
             if not token:
                 return
 

@@ -2,9 +2,12 @@
 
 What runs, all in this process: the simulated Kubernetes API server (one cluster `demo`
 with `--pods` realistic Pods over several namespaces, about 60 % of them annotated with a
-CMDB set/module), churn at `--rate` changes per second (creates, updates, deletes,
-re-creates and module moves), and one standalone `Instance` writing to an SQLite file
-(a temporary one unless `--db`), serving /status, the status page and /metrics.
+CMDB set/module, owned by Deployments, StatefulSets, DaemonSets, Jobs and CronJobs on a
+few dozen Nodes), churn of every kind (Pods at `--rate` changes per second, rollouts and
+scaling, node cordons, namespaces coming and going) plus status-only noise that must write
+nothing (node heartbeats, ready-replica counts, restart counts), and one standalone
+`Instance` writing every kind to an SQLite file (a temporary one unless `--db`), serving
+/status, the status page and /metrics.
 
 Why in-process and not a simulator subprocess: measured on the 2-core reference machine,
 the first full sync of 20,000 Pods took 5.6-6.8 s in-process and 6.2-6.4 s with the
@@ -39,7 +42,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 
-from reconciler import ClusterId
+from reconciler import ClusterId, ClusterSupervisor
 from synchronizer.settings import (
     ClusterSettings,
     CmdbSettings,
@@ -49,7 +52,7 @@ from synchronizer.settings import (
 )
 
 from .check import PROG
-from .demo_view import FirstSyncBar, RowReader, Snapshot, live_view, plain_line
+from .demo_view import TABLES, FirstSyncBar, KindLine, RowReader, Snapshot, live_view, plain_line
 from .verify import Report, VerifyError, render, run_verify
 
 CLUSTER = "demo"
@@ -62,6 +65,12 @@ START_TIMEOUT = 30.0
 """Seconds for the instance to bind its ports and open the store."""
 PLAIN_EVERY = 3.0
 """Seconds between plain progress lines."""
+HEARTBEAT_INTERVAL = 10.0
+"""Seconds between two heartbeats of one Node (real kubelets: 10 to 60)."""
+TABLE_OF = {"pods": "pods", "nodes": "nodes", "namespaces": "namespaces",
+            "deployments": "workloads", "statefulsets": "workloads", "daemonsets": "workloads",
+            "jobs": "workloads", "cronjobs": "workloads"}
+"""The CMDB table each synced resource (simulator ids, group dropped) is written to."""
 log = logging.getLogger("synchronizer.demo")
 
 
@@ -89,13 +98,14 @@ def _stored_version(db: Path) -> int:
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            row = conn.execute("SELECT MAX(resource_version) FROM pods WHERE cluster_id = ?",
-                               (CLUSTER,)).fetchone()
+            found = [conn.execute(f"SELECT MAX(resource_version) FROM {table} WHERE"
+                                  " cluster_id = ?", (CLUSTER,)).fetchone()[0] or 0
+                     for table in TABLES]
         finally:
             conn.close()
     except sqlite3.Error:
-        return 0  # not a CMDB yet (or not SQLite): the store will say so when it opens
-    return int(row[0] or 0)
+        return 0  # not a CMDB yet (or an older one): the store will migrate it when it opens
+    return int(max(found))
 
 
 def _problem(args: argparse.Namespace) -> str | None:
@@ -135,7 +145,8 @@ class Demo:
         self.reader: RowReader | None = None
         self.db: Path | None = None
         self.started = 0.0
-        self._counts: tuple[dict[str, int], list[tuple[str, str, int]]] = ({}, [])
+        self._counts: dict[str, dict[str, int]] = {}
+        self._groups: tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]] = ([], [])
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -144,8 +155,11 @@ class Demo:
         from synchronizer.simulator import populate
 
         self.db = db
-        await populate(self.cluster, pods=self.args.pods, namespaces=NAMESPACES,
-                       annotated_fraction=ANNOTATED, rng=random.Random(1))
+        pods = self.args.pods
+        await populate(self.cluster, pods=pods, namespaces=NAMESPACES,
+                       annotated_fraction=ANNOTATED, rng=random.Random(1),
+                       nodes=max(3, min(200, pods // 40)) if pods else 0,
+                       workloads=max(4, pods // 25) if pods else 0)
         await self.sim.start("127.0.0.1", 0)
         self.settings = demo_settings(self.sim.url_for(CLUSTER), db, self.args)
         self.instance = self._instance_cls(self.settings)
@@ -159,8 +173,16 @@ class Demo:
                     raise RuntimeError("the instance stopped during start-up")
                 await asyncio.sleep(0.05)
         self.reader = RowReader(str(db))
-        if self.args.rate > 0:
-            self.sim.start_churn(CLUSTER, events=None, rate=self.args.rate, seed=2)
+        rate = self.args.rate
+        if rate > 0:
+            churn = self.sim.controllers(CLUSTER, seed=2)
+            churn.start("pods", rate=rate)
+            churn.start("workloads", rate=max(0.2, rate / 10))
+            churn.start("nodes", rate=max(0.05, rate / 50))
+            churn.start("namespaces", rate=max(0.02, rate / 200))
+            churn.start("heartbeats", interval=HEARTBEAT_INTERVAL)
+            churn.start("workload_status", rate=max(0.5, rate / 5))
+            churn.start("pod_restarts", rate=max(0.5, rate / 5))
 
     @property
     def urls(self) -> tuple[str, str]:
@@ -173,32 +195,56 @@ class Demo:
 
     # -- watching it run ----------------------------------------------------------------
 
+    def _supervisor(self) -> ClusterSupervisor | None:
+        assert self.instance is not None
+        return self.instance.controller.supervisor(ClusterId(CLUSTER))
+
     async def snapshot(self) -> Snapshot:
         """Gather the view's numbers: reconciler status, metrics, simulator, row counts."""
         assert self.instance is not None and self.reader is not None
         loop = asyncio.get_running_loop()
         elapsed = loop.time() - self.started
-        snap = Snapshot(elapsed=elapsed, pods_in_cluster=len(self.cluster),
-                        cluster_version=self.cluster.resource_version)
+        snap = Snapshot(elapsed=elapsed, cluster_version=self.cluster.resource_version)
         if self.args.duration is not None:
             snap.remaining = max(0.0, self.args.duration - elapsed)
         snap.status_url, snap.metrics_url = self.urls
-        rec = self.instance.controller.reconciler(ClusterId(CLUSTER))
-        if rec is not None:
-            st = rec.status
-            snap.state, snap.full_syncs, snap.events = str(st.phase), st.full_syncs, st.events
-            snap.events_per_second = st.rate.rate(loop.time())
-            snap.parked, snap.queued, snap.last_error = rec.parked, rec.queued, st.last_error
+        counts = self.cluster.counts()
+        for resource, table in TABLE_OF.items():
+            found = counts.get(resource, 0) + counts.get(f"{resource}.apps", 0) + counts.get(
+                f"{resource}.batch", 0)
+            snap.kinds[table].in_cluster += found
+        sup = self._supervisor()
+        if sup is not None:
+            from synchronizer.status import cluster_state
+
+            snap.state = cluster_state(sup, None)
+            errors = []
+            for resource, rec in sup.reconcilers.items():
+                st, line = rec.status, snap.kinds[TABLE_OF[resource]]
+                line.events += st.events
+                line.state = str(st.phase) if line.state in ("starting", "watching") \
+                    else line.state
+                snap.full_syncs += st.full_syncs
+                snap.synced_kinds += st.full_syncs > 0
+                snap.events_per_second += st.rate.rate(loop.time())
+                snap.parked += rec.parked
+                snap.queued += rec.queued
+                if st.last_error:
+                    errors.append(f"{resource}: {st.last_error}")
+            snap.total_kinds = len(sup.reconcilers)
+            snap.last_error = "; ".join(errors) or sup.status.last_error
         snap.lag = self.instance.metrics.registry.get_sample_value(
-            "bkcmdb_sync_lag_seconds", {"cluster": CLUSTER})
-        progress = self.sim.churn_progress(CLUSTER)
-        if progress is not None:
-            snap.churn = {k: getattr(progress, k) for k in ("created", "updated", "moved",
-                                                           "deleted", "recreated")}
+            "bkcmdb_sync_lag_seconds", {"cluster": CLUSTER, "kind": "pods"})
+        churn = self.sim.controllers(CLUSTER)
+        snap.real = sum(churn.counts.real.values())
+        snap.noise = sum(churn.counts.noise.values())
         with contextlib.suppress(Exception):  # a locked or busy file: keep the last counts
             self._counts = await asyncio.to_thread(self.reader.counts, CLUSTER)
-        states, snap.modules = self._counts
-        snap.active, snap.deleted = states.get("Active", 0), states.get("Deleted", 0)
+            self._groups = await asyncio.to_thread(self.reader.groups, CLUSTER)
+        for table, states in self._counts.items():
+            line = snap.kinds.setdefault(table, KindLine())
+            line.active, line.deleted = states.get("Active", 0), states.get("Deleted", 0)
+        snap.workloads, snap.modules = self._groups
         return snap
 
     @property
@@ -219,7 +265,7 @@ class Demo:
                 or (end is not None and loop.time() >= end))
 
     def _first_sync_done(self, snap: Snapshot) -> bool:
-        return snap.full_syncs > 0
+        return snap.total_kinds > 0 and snap.synced_kinds == snap.total_kinds
 
     async def watch(self) -> None:
         """Show progress until the duration ends, Ctrl-C, or the instance stops."""
@@ -244,18 +290,15 @@ class Demo:
     async def catch_up(self) -> bool:
         """Stop churn, then await the instance having written the cluster's last version."""
         assert self.instance is not None
-        self.sim.stop_churn(CLUSTER)
-        await asyncio.sleep(0)  # let the cancelled churn task finish: no change after this
+        await self.sim.controllers(CLUSTER).aclose()  # no change after this
         target = self.cluster.resource_version
         try:
             async with asyncio.timeout(CATCH_UP_TIMEOUT):
-                while True:
-                    rec = self.instance.controller.reconciler(ClusterId(CLUSTER))
-                    if rec is not None:
-                        await rec.wait_synced(0)
-                        await rec.caught_up(target)
-                        return True
-                    await asyncio.sleep(0.1)  # the reconciler is being (re)started
+                sup = await self.instance.controller.wait_running(ClusterId(CLUSTER))
+                await sup.wait_synced()
+                for rec in sup.reconcilers.values():
+                    await rec.caught_up(target)
+                return True
         except TimeoutError:
             return False
 
@@ -297,11 +340,13 @@ def _setup_view_logging(console: Console, level: str) -> None:
 
 
 def _final_line(report: Report) -> str:
-    """The parseable summary: `verify: missing=0 stale=0 extra=0 pods=2000 result=ok`."""
-    pods = sum(c.listed for c in report.clusters)
+    """The parseable summary:
+    `verify: missing=0 stale=0 extra=0 pods=2000 objects=2400 result=ok`."""
+    objects = sum(c.listed for c in report.clusters)
+    pods = sum(c.listed_by_kind.get("pods", 0) for c in report.clusters)
     result = {0: "ok", 1: "drift"}.get(report.exit_code, "error")
     return (f"verify: missing={report.total('missing')} stale={report.total('stale')} "
-            f"extra={report.total('extra')} pods={pods} result={result}")
+            f"extra={report.total('extra')} pods={pods} objects={objects} result={result}")
 
 
 async def demo_command(args: argparse.Namespace) -> int:

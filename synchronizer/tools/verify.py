@@ -124,7 +124,8 @@ class Report:
                 for drift, n in counts.items():
                     total[drift] += n
         doc["kinds"] = kinds
-        doc["clusters"] = {c.cluster: {**c.counts, "kinds": c.kinds} for c in self.clusters}
+        doc["clusters"] = {c.cluster: dict(c.counts) for c in self.clusters}
+        doc["cluster_kinds"] = {c.cluster: c.kinds for c in self.clusters}
         doc["examples"] = {c.cluster: {k: v for k, v in c.examples.items() if v}
                            for c in self.clusters if c.drift}
         doc["listed"] = {c.cluster: {"objects": c.listed, "kinds": c.listed_by_kind,

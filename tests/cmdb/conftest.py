@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
 from cmdb_support import PodsView
 
 from synchronizer.cmdb import open_store

@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 from coord_support import Changes, expire, guard
 from tcpproxy import TcpProxy
-from test_coord_standalone import MutableRegistry, RecordingMetrics
+from test_coord_standalone import MutableRegistry, RecordingMetrics, static
 from zkserver import ZkServer
 
 from reconciler import Fence
 from synchronizer.coordination import (
     Assignment,
     Member,
-    StaticRegistry,
     ZooKeeperCoordinator,
 )
 from synchronizer.coordination.assignment import Publisher
@@ -32,7 +31,7 @@ def make(i: int, hosts: str, root: str, *, timeout: float = 2.0, registries: Any
     name = f"sync-{i}"
     return ZooKeeperCoordinator(
         name, Member(name, "127.0.0.1", 8000 + i, 9000 + i), hosts, root, timeout,
-        registries if registries is not None else [StaticRegistry(CLUSTERS)], pull, metrics)
+        registries if registries is not None else [static(*CLUSTERS)], pull, metrics)
 
 
 @pytest.fixture
@@ -47,7 +46,7 @@ async def fleet(
 
 
 def owned(changes: Changes, coord: ZooKeeperCoordinator) -> Mapping[str, Fence]:
-    return changes.latest.get(coord.instance_id, {})
+    return {c: a.fence for c, a in changes.latest.get(coord.instance_id, {}).items()}
 
 
 def partition(changes: Changes, coords: list[ZooKeeperCoordinator]) -> dict[str, str] | None:
@@ -303,6 +302,6 @@ async def test_master_losing_its_session_is_deposed_and_a_deposed_master_cannot_
     publisher = Publisher(master.session, f"{zk_root}/assignment")
     with pytest.raises(LeadershipLost):
         await guard(publisher.publish(
-            lead, lambda current: ({"stolen": master.instance_id}, dict(current.members)),
+            lead, lambda current: ({"stolen": master.instance_id}, dict(current.members), {}),
             master=master.instance_id))
     assert "stolen" not in changes.latest["doc"].owners

@@ -8,23 +8,30 @@ from collections.abc import Mapping
 from coord_support import Changes, guard
 
 from reconciler import ClusterId, Fence
-from synchronizer.coordination import RegistryPull, StandaloneCoordinator, StaticRegistry
+from synchronizer.coordination import StandaloneCoordinator
 from synchronizer.coordination.latest import Latest
+from synchronizer.registries import ClusterSpec, Origin, RegistryPull, StaticRegistry
+
+
+def static(*ids: str) -> StaticRegistry:
+    return StaticRegistry({c: ClusterSpec(id=c, server=f"http://{c}") for c in ids})
 
 
 class MutableRegistry:
     """A registry the test edits; it can be told to fail."""
 
-    def __init__(self, *clusters: str) -> None:
+    def __init__(self, *clusters: str, origin: Origin = Origin.CRD) -> None:
         self.ids = set(clusters)
+        self.origin = origin
         self.failing = False
         self.asked = asyncio.Event()
 
-    async def clusters(self) -> frozenset[str]:
+    async def specs(self) -> dict[str, ClusterSpec]:
         self.asked.set()
         if self.failing:
             raise RuntimeError("registry down")
-        return frozenset(self.ids)
+        return {c: ClusterSpec(id=c, origin=self.origin, server=f"http://{self.origin}/{c}")
+                for c in self.ids}
 
 
 class RecordingMetrics:
@@ -61,7 +68,7 @@ async def test_latest_is_level_triggered_and_coalescing() -> None:
 async def test_standalone_owns_every_cluster_with_epoch_zero(changes: Changes) -> None:
     dynamic = MutableRegistry("c")
     metrics = RecordingMetrics()
-    coord = StandaloneCoordinator("solo", [StaticRegistry(["a", "b"]), dynamic],
+    coord = StandaloneCoordinator("solo", [static("a", "b"), dynamic],
                                   pull_interval=0.05, metrics=metrics)
     await coord.start()
     try:
@@ -69,7 +76,8 @@ async def test_standalone_owns_every_cluster_with_epoch_zero(changes: Changes) -
         changes.follow("owned", coord.owned())
         await changes.until(lambda: set(changes.latest.get("owned", {})) == {"a", "b", "c"})
         owned = changes.latest["owned"]
-        assert owned[ClusterId("a")] == Fence(owner="solo", epoch=0)
+        assert owned[ClusterId("a")].fence == Fence(owner="solo", epoch=0)
+        assert owned[ClusterId("c")].spec.origin == "crd"
         status = coord.status()
         assert (status.state, status.master, status.master_id) == ("standalone", True, "solo")
         assert status.assignments == {"a": "solo", "b": "solo", "c": "solo"}
@@ -94,9 +102,26 @@ async def test_standalone_owns_every_cluster_with_epoch_zero(changes: Changes) -
 async def test_registry_pull_is_incomplete_until_every_registry_answered() -> None:
     broken = MutableRegistry("x")
     broken.failing = True
-    pull = RegistryPull([StaticRegistry(["a"]), broken])
-    assert await pull.pull() == {"a"}
+    pull = RegistryPull([static("a"), broken])
+    assert set(await pull.pull()) == {"a"}
     assert not pull.complete
+    assert pull.health[1].last_error == "registry down"
     broken.failing = False
-    assert await pull.pull() == {"a", "x"}
+    assert set(await pull.pull()) == {"a", "x"}
     assert pull.complete
+    assert pull.health[1].last_error is None and pull.health[1].clusters == 1
+
+
+async def test_the_same_id_from_two_registries_is_reported_and_precedence_decides() -> None:
+    http = MutableRegistry("shared", "only-http", origin=Origin.HTTP)
+    crd = MutableRegistry("shared", origin=Origin.CRD)
+    pull = RegistryPull([http, static("a"), crd])  # given in any order
+    for _ in range(3):  # deterministic: no flapping between pulls
+        merged = await pull.pull()
+        assert merged["shared"].origin == Origin.CRD
+        assert set(merged) == {"a", "shared", "only-http"}
+        assert set(pull.conflicts) == {"shared"}
+        assert "crd" in pull.conflicts["shared"] and "http" in pull.conflicts["shared"]
+    crd.ids.clear()
+    assert (await pull.pull())["shared"].origin == Origin.HTTP
+    assert pull.conflicts == {}

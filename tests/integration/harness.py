@@ -1,6 +1,6 @@
-"""One reconciler wired to real parts: the simulated API server over HTTP, `KubePodSource`,
-and the MariaDB store with an audit trigger (the oracle for "stored versions never go
-back"). Used by the single-instance fault tests."""
+"""One reconciler wired to real parts: the simulated API server over HTTP, a `KubeSource` of
+pods, and the MariaDB store with an audit trigger (the oracle for "stored versions never go
+back"), under a cluster supervisor when fenced. Used by the single-instance fault tests."""
 
 from __future__ import annotations
 
@@ -12,12 +12,26 @@ from typing import Any
 
 import pymysql
 
-from reconciler import ClusterId, ClusterReconciler, Fence, ReconcilerSettings
-from synchronizer.cmdb import MySQLStore, SQLiteStore, open_store
-from synchronizer.kube import KubePodSource
+from reconciler import (
+    ClusterId,
+    ClusterReconciler,
+    ClusterSupervisor,
+    Fence,
+    ReconcilerSettings,
+)
+from synchronizer.cmdb import CmdbStore, open_store
+from synchronizer.kinds import PODS, Projection
+from synchronizer.kinds.pods import POD, project_pod_dict
+from synchronizer.kube import ClusterClient, KubeSource
 from synchronizer.metrics import PrometheusMetrics
-from synchronizer.projection import project
 from synchronizer.simulator import SimCluster, Simulator, populate
+
+CLUSTER_ONLY = frozenset({"bkcmdb_sync_lease_acquisitions_total",
+                          "bkcmdb_sync_reconciler_restarts_total"})
+
+
+def project(pod: Any, *, biz_id: int, observed: datetime) -> Any:
+    return project_pod_dict(pod, Projection(resource=POD, biz_id=biz_id, observed=observed))
 
 TIMEOUT = 60
 _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
@@ -86,13 +100,14 @@ class Harness:
 
     sim: Simulator
     cluster: SimCluster
-    store: MySQLStore | SQLiteStore
+    store: CmdbStore
     dsn: str
     settings: ReconcilerSettings
     metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
     biz_id: int = 7
-    source: KubePodSource | None = None
+    source: KubeSource | None = None
     rec: ClusterReconciler | None = None
+    supervisor: ClusterSupervisor | None = None
     task: asyncio.Task[None] | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(42))
 
@@ -102,27 +117,30 @@ class Harness:
 
     async def start(self, *, fence: Fence | None = None, inactivity: float = 30.0,
                     watch_timeout: int = 30) -> ClusterReconciler:
-        self.source = KubePodSource(self.sim.url_for(self.cluster.id), cluster_id=self.cid,
-                                    biz_id=self.biz_id, page_size=50,
-                                    watch_timeout=watch_timeout, inactivity=inactivity,
-                                    metrics=self.metrics)
+        client = ClusterClient.from_url(self.sim.url_for(self.cluster.id), cluster_id=self.cid)
+        self.source = KubeSource(client, kind=PODS, biz_id=self.biz_id, page_size=50,
+                                 watch_timeout=watch_timeout, inactivity=inactivity,
+                                 metrics=self.metrics, owns_client=True)
         self.rec = ClusterReconciler(
-            cluster=self.cid, source=self.source, store=self.store, settings=self.settings,
-            metrics=self.metrics, leases=self.store if fence else None, fence=fence,
+            cluster=self.cid, kind="pods", source=self.source, store=self.store.table(PODS),
+            settings=self.settings, metrics=self.metrics, fence=fence,
         )
-        self.task = asyncio.create_task(self.rec.run())
+        self.supervisor = ClusterSupervisor(
+            cluster=self.cid, reconcilers=[self.rec], leases=self.store if fence else None,
+            fence=fence, settings=self.settings, metrics=self.metrics)
+        self.task = asyncio.create_task(self.supervisor.run())
         async with asyncio.timeout(TIMEOUT):
             await self.rec.wait_synced()
         return self.rec
 
     async def stop(self) -> None:
-        if self.rec is not None and self.task is not None:
-            self.rec.stop()
+        if self.supervisor is not None and self.task is not None:
+            self.supervisor.stop()
             async with asyncio.timeout(TIMEOUT):
                 await self.task
         if self.source is not None:
             await self.source.aclose()
-        self.rec = self.task = self.source = None
+        self.rec = self.task = self.source = self.supervisor = None
 
     async def settle(self) -> None:
         """Wait until everything the cluster did so far is written."""
@@ -133,7 +151,7 @@ class Harness:
     async def assert_converged(self) -> None:
         """Active rows = live pods, with the pods' versions and checksums; deleted rows are
         tombstones; no duplicates by construction of the primary key."""
-        rows = await self.store.rows(self.cid)
+        rows = await self.store.table(PODS).rows(self.cid)
         active = {r["uid"]: (r["resource_version"], r["checksum"]) for r in rows
                   if r["state"] == "Active"}
         truth = {}
@@ -153,12 +171,17 @@ class Harness:
     def pod(self, n: int = 0) -> dict[str, Any]:
         return self.cluster.pods()[n]
 
+    async def rows(self) -> list[dict[str, Any]]:
+        return await self.store.table(PODS).rows(self.cid)
+
     def sample(self, name: str, labels: dict[str, str]) -> float:
+        if name not in CLUSTER_ONLY and "cluster" in labels:
+            labels = {"kind": "pods", **labels}
         value = self.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
 
 
-async def make_store(dsn: str) -> MySQLStore | SQLiteStore:
+async def make_store(dsn: str) -> CmdbStore:
     store = await open_store(dsn)
     if dsn.startswith("mysql"):
         install_audit(dsn)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from synchronizer.cmdb import open_store
+from synchronizer.kinds import PODS
 from synchronizer.simulator import Simulator, churn, populate
 
 from .harness import TIMEOUT, admin
@@ -133,7 +134,7 @@ async def test_run_serves_syncs_and_stops_cleanly_without_leaking_secrets(
     proc = await start(config)
     try:
         for cid in clusters:
-            await proc.wait_for_line(f"cluster {cid}: full sync (start) done")
+            await proc.wait_for_line(f"cluster {cid} pods: full sync (start) done")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).status_code == 200
             ready = await http.get("/readyz")
@@ -154,7 +155,7 @@ async def test_run_serves_syncs_and_stops_cleanly_without_leaking_secrets(
                               capture_output=True, check=False)
         assert lint.returncode == 0, lint.stdout + lint.stderr
         for name in ("bkcmdb_sync_is_master 1.0", "bkcmdb_sync_assigned_clusters 2.0",
-                     'bkcmdb_sync_full_sync_duration_seconds_count{cluster="alpha"}',
+                     'bkcmdb_sync_full_sync_duration_seconds_count{cluster="alpha",kind="pods"}',
                      "bkcmdb_sync_events_total"):
             assert name in metrics
         await churn(sim.cluster("alpha"), events=100, rate=None, rng=rng)
@@ -178,10 +179,12 @@ async def test_run_serves_syncs_and_stops_cleanly_without_leaking_secrets(
     store = await open_store(secret_dsn)
     try:
         for cid in clusters:
-            rows = await store.rows(cid)  # type: ignore[arg-type]
+            rows = await store.table(PODS).rows(cid)  # type: ignore[arg-type]
             active = {r["uid"] for r in rows if r["state"] == "Active"}
             assert active == {p["uid"] for p in sim.cluster(cid).truth()}
-            assert await store.lease(cid) is None  # released on the way out  # type: ignore[arg-type]
+            lease = await store.lease(cid)  # type: ignore[arg-type]
+            # released on the way out: expired, epoch kept (never deleted)
+            assert lease is not None and lease["expires_at"].year == 1970
     finally:
         await store.close()
 

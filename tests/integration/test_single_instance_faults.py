@@ -1,5 +1,5 @@
 """TEST-MATRIX rows for one instance, end to end: simulated API server over HTTP,
-`KubePodSource`, `ClusterReconciler`, real MariaDB (with an audit trigger for M)."""
+`KubeSource`, `ClusterReconciler`, real MariaDB (with an audit trigger for M)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def test_row2_410_relists_and_tombstones_deletes_made_in_the_gap(harness: 
     harness.cluster.drop_streams()
     await harness.settle()
     await harness.assert_converged()
-    rows = {r["uid"]: r for r in await harness.store.rows(harness.cid)}
+    rows = {r["uid"]: r for r in await harness.rows()}
     for meta in gone:
         assert rows[meta["uid"]]["state"] == "Deleted"
     assert rec.status.full_syncs == 2
@@ -63,11 +63,11 @@ async def test_row3_expired_continue_token_deletes_nothing_and_restarts_the_list
 ) -> None:
     rec = await harness.start()
     harness.cluster.fail_next(410, on="list", after_pages=1)
-    before = {r["uid"] for r in await harness.store.rows(harness.cid) if r["state"] == "Active"}
+    before = {r["uid"] for r in await harness.rows() if r["state"] == "Active"}
     rec.request_full_sync("test")
     async with asyncio.timeout(TIMEOUT):
         await rec.wait_synced(1)
-    after = {r["uid"] for r in await harness.store.rows(harness.cid) if r["state"] == "Active"}
+    after = {r["uid"] for r in await harness.rows() if r["state"] == "Active"}
     assert before == after
     assert harness.sample("bkcmdb_sync_full_syncs_total",
                           {"cluster": "c1", "trigger": "test", "result": "error"}) == 1
@@ -165,7 +165,7 @@ async def test_row10_delete_and_recreate_same_name_gives_two_rows(harness: Harne
     harness.cluster.create(pod)
     await harness.settle()
     await harness.assert_converged()
-    rows = [r for r in await harness.store.rows(harness.cid) if r["name"] == meta["name"]]
+    rows = [r for r in await harness.rows() if r["name"] == meta["name"]]
     assert sorted(r["state"] for r in rows) == ["Active", "Deleted"]
     assert next(r for r in rows if r["state"] == "Deleted")["uid"] == old_uid
 
@@ -181,7 +181,7 @@ async def test_row11_delete_while_disconnected_is_tombstoned_after_relist(
     harness.cluster.compact()
     harness.cluster.clear_failures()
     await harness.settle()
-    rows = {r["uid"]: r for r in await harness.store.rows(harness.cid)}
+    rows = {r["uid"]: r for r in await harness.rows()}
     assert rows[meta["uid"]]["state"] == "Deleted"
     await harness.assert_converged()
 
@@ -295,7 +295,7 @@ async def test_bad_input_characters_are_stored_verbatim(harness: Harness, text: 
     harness.cluster.update(meta["namespace"], meta["name"], edit)
     await harness.settle()
     await harness.assert_converged()
-    row = next(r for r in await harness.store.rows(harness.cid) if r["uid"] == meta["uid"])
+    row = next(r for r in await harness.rows() if r["uid"] == meta["uid"])
     assert row["set_name"] == text and row["module_name"] == text
     assert orjson.loads(row["labels"])["weird"] == text
 

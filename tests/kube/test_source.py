@@ -21,7 +21,8 @@ import orjson
 import pytest
 
 from reconciler import Bookmark, Event, Expired, Page, Record, SourceUnavailable, State
-from synchronizer.kube import AccessDenied, ClusterEndpoint, KubePodSource, probe
+from synchronizer.kinds import PODS
+from synchronizer.kube import AccessDenied, ClusterClient, ClusterEndpoint, KubeSource, probe
 from synchronizer.metrics import PrometheusMetrics
 from synchronizer.simulator import SimCluster, Simulator, make_pod
 
@@ -53,7 +54,7 @@ def metrics() -> PrometheusMetrics:
 @pytest.fixture
 async def source(
     sim: Simulator, cluster: SimCluster, metrics: PrometheusMetrics
-) -> AsyncIterator[KubePodSource]:
+) -> AsyncIterator[KubeSource]:
     src = KubePodSource(
         sim.url_for(cluster.id), cluster_id=cluster.id, biz_id=7, page_size=100,
         watch_timeout=60, inactivity=30, clock=lambda: NOW, metrics=metrics,
@@ -67,6 +68,12 @@ async def source(
 RNG = random.Random(3)
 
 
+def KubePodSource(url: str, *, cluster_id: str | None = None, **kw: Any) -> KubeSource:
+    """A pods source owning its own client (the shape these tests were written in)."""
+    return KubeSource(ClusterClient.from_url(url, cluster_id=cluster_id), kind=PODS,
+                      owns_client=True, **kw)
+
+
 def pod(name: str, namespace: str = "ns-a", **kw: Any) -> dict[str, Any]:
     return make_pod(namespace, name, rng=RNG, **kw)
 
@@ -76,16 +83,16 @@ def fill(cluster: SimCluster, n: int, prefix: str = "p") -> None:
 
 
 def sample(metrics: PrometheusMetrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value("bkcmdb_sync_" + name, labels)
+    value = metrics.registry.get_sample_value("bkcmdb_sync_" + name, {"kind": "pods", **labels})
     return value or 0.0
 
 
-async def collect_list(source: KubePodSource) -> list[Page]:
+async def collect_list(source: KubeSource) -> list[Page]:
     async with asyncio.timeout(BOUND):
         return [p async for p in source.list()]
 
 
-async def take(source: KubePodSource, since: int, n: int) -> list[Event]:
+async def take(source: KubeSource, since: int, n: int) -> list[Event]:
     """The first `n` events of a watch from `since`, then the stream is closed."""
     out: list[Event] = []
     async with asyncio.timeout(BOUND), aclosing(source.watch(since)) as events:
@@ -104,7 +111,7 @@ def records(events: list[Event]) -> list[Record]:
 
 
 async def test_list_pages_are_one_consistent_snapshot(
-    source: KubePodSource, cluster: SimCluster
+    source: KubeSource, cluster: SimCluster
 ) -> None:
     fill(cluster, 250)
     truth = {p["uid"]: p for p in cluster.truth()}
@@ -131,14 +138,14 @@ async def test_list_pages_are_one_consistent_snapshot(
 
 
 async def test_list_of_an_empty_cluster_is_one_empty_page(
-    source: KubePodSource, cluster: SimCluster
+    source: KubeSource, cluster: SimCluster
 ) -> None:
     pages = await collect_list(source)
     assert pages == [Page(cluster.resource_version, [], 0)]
 
 
 async def test_expired_continue_token_raises_expired_and_a_new_list_starts_over(
-    source: KubePodSource, cluster: SimCluster
+    source: KubeSource, cluster: SimCluster
 ) -> None:
     fill(cluster, 250)
     cluster.fail_next(410, on="list", after_pages=1)
@@ -152,7 +159,7 @@ async def test_expired_continue_token_raises_expired_and_a_new_list_starts_over(
     assert sum(len(p.records) for p in pages) == 250
 
 
-async def test_list_429_carries_retry_after(source: KubePodSource, cluster: SimCluster) -> None:
+async def test_list_429_carries_retry_after(source: KubeSource, cluster: SimCluster) -> None:
     cluster.fail_next(429, on="list", retry_after=3)
     with pytest.raises(SourceUnavailable) as info:
         await collect_list(source)
@@ -163,7 +170,7 @@ async def test_list_429_carries_retry_after(source: KubePodSource, cluster: SimC
 
 @pytest.mark.parametrize("status", [500, 503, 504])
 async def test_list_server_errors_are_unavailable(
-    source: KubePodSource, cluster: SimCluster, status: int
+    source: KubeSource, cluster: SimCluster, status: int
 ) -> None:
     cluster.fail_next(status, on="list")
     with pytest.raises(SourceUnavailable, match=str(status)):
@@ -172,7 +179,7 @@ async def test_list_server_errors_are_unavailable(
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_list_refused_credentials_are_access_denied(
-    source: KubePodSource, cluster: SimCluster, status: int
+    source: KubeSource, cluster: SimCluster, status: int
 ) -> None:
     cluster.fail_next(status, on="list")
     with pytest.raises(AccessDenied, match=f"cluster c1: list pods: HTTP {status}"):
@@ -180,7 +187,7 @@ async def test_list_refused_credentials_are_access_denied(
 
 
 async def test_list_skips_unprojectable_pods_and_counts_them(
-    source: KubePodSource, cluster: SimCluster, metrics: PrometheusMetrics,
+    source: KubeSource, cluster: SimCluster, metrics: PrometheusMetrics,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fill(cluster, 5)
@@ -208,7 +215,7 @@ async def test_unreachable_server_is_unavailable(unused_tcp_port: int) -> None:
 
 
 async def test_watch_from_a_version_yields_exactly_the_later_events(
-    source: KubePodSource, cluster: SimCluster, metrics: PrometheusMetrics
+    source: KubeSource, cluster: SimCluster, metrics: PrometheusMetrics
 ) -> None:
     fill(cluster, 20)
     pages = await collect_list(source)
@@ -251,7 +258,7 @@ async def test_server_ending_the_stream_returns_normally(sim: Simulator) -> None
 
 @pytest.mark.parametrize("reset", [False, True])
 async def test_dropped_stream_raises_and_resuming_from_the_last_version_loses_nothing(
-    source: KubePodSource, cluster: SimCluster, reset: bool
+    source: KubeSource, cluster: SimCluster, reset: bool
 ) -> None:
     since = cluster.resource_version
     cluster.create(pod("a-1"))
@@ -273,7 +280,7 @@ async def test_dropped_stream_raises_and_resuming_from_the_last_version_loses_no
 
 
 async def test_watch_from_a_compacted_version_raises_expired(
-    source: KubePodSource, cluster: SimCluster, metrics: PrometheusMetrics
+    source: KubeSource, cluster: SimCluster, metrics: PrometheusMetrics
 ) -> None:
     since = cluster.resource_version
     fill(cluster, 10)
@@ -284,7 +291,7 @@ async def test_watch_from_a_compacted_version_raises_expired(
 
 
 async def test_compaction_overtaking_an_open_watch_raises_expired(
-    source: KubePodSource, cluster: SimCluster
+    source: KubeSource, cluster: SimCluster
 ) -> None:
     fill(cluster, 2)
     cluster.stall_streams()
@@ -308,21 +315,21 @@ async def test_stalled_stream_is_unavailable_after_the_inactivity_bound(
             await take(src, cluster.resource_version, 1)
 
 
-async def test_watch_429_carries_retry_after(source: KubePodSource, cluster: SimCluster) -> None:
+async def test_watch_429_carries_retry_after(source: KubeSource, cluster: SimCluster) -> None:
     cluster.fail_next(429, on="watch", retry_after=2)
     with pytest.raises(SourceUnavailable) as info:
         await take(source, cluster.resource_version, 1)
     assert info.value.retry_after == 2.0
 
 
-async def test_watch_http_410_raises_expired(source: KubePodSource, cluster: SimCluster) -> None:
+async def test_watch_http_410_raises_expired(source: KubeSource, cluster: SimCluster) -> None:
     cluster.fail_next(410, on="watch")
     with pytest.raises(Expired):
         await take(source, cluster.resource_version, 1)
 
 
 async def test_watch_error_event_other_than_410_is_unavailable(
-    source: KubePodSource, cluster: SimCluster
+    source: KubeSource, cluster: SimCluster
 ) -> None:
     status = {"kind": "Status", "code": 500, "reason": "InternalError", "message": "etcd down"}
     async with asyncio.timeout(BOUND), aclosing(source.watch(cluster.resource_version)) as events:
@@ -334,7 +341,7 @@ async def test_watch_error_event_other_than_410_is_unavailable(
 
 
 async def test_bad_lines_are_skipped_and_counted_and_the_stream_carries_on(
-    source: KubePodSource, cluster: SimCluster, metrics: PrometheusMetrics,
+    source: KubeSource, cluster: SimCluster, metrics: PrometheusMetrics,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     no_uid = pod("no-uid")
@@ -378,7 +385,7 @@ async def test_bad_lines_are_skipped_and_counted_and_the_stream_carries_on(
 
 
 async def test_big_objects_and_odd_names_come_through_intact(
-    source: KubePodSource, cluster: SimCluster
+    source: KubeSource, cluster: SimCluster
 ) -> None:
     huge = pod("huge")
     huge["metadata"]["annotations"]["blob"] = "x" * (1024 * 1024)
@@ -453,7 +460,7 @@ async def test_a_server_that_is_not_an_api_server_is_unavailable() -> None:
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         async with KubePodSource(url, cluster_id="web", biz_id=1) as src:
-            with pytest.raises(SourceUnavailable, match="not a PodList: <html>"):
+            with pytest.raises(SourceUnavailable, match="not a list: <html>"):
                 await collect_list(src)
         with pytest.raises(SourceUnavailable, match="does not answer like a Kubernetes API"):
             await probe(ClusterEndpoint(id="web", server=url))

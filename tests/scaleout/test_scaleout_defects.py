@@ -96,7 +96,7 @@ async def test_a_fenced_write_is_reported_as_fenced(
     _, _, line = await inst.wait_for_line(f"cluster {x}: fenced (", f"cluster {x}: reconciler",
                                           after=mark)
     samples = await inst.metrics()
-    assert samples[f'bkcmdb_sync_fenced_writes_total{{cluster="{x}"}}'] >= 1
+    assert samples[f'bkcmdb_sync_fenced_writes_total{{cluster="{x}",kind="pods"}}'] >= 1
     assert f"cluster {x}: fenced (cluster {x}: lease held by elsewhere" in line, line
 
 
@@ -111,7 +111,7 @@ async def test_fenced_writes_stay_visible_after_the_fenced_instance_stands_down(
     _, epoch = lease_rows(fleet.dsn)[x]
     steal_lease(fleet.dsn, x, owner="elsewhere", epoch=epoch, seconds=2)
     await fleet.sim.churn(x, events=20, rate=None, seed=3)
-    series = f'bkcmdb_sync_fenced_writes_total{{cluster="{x}"}}'
+    series = f'bkcmdb_sync_fenced_writes_total{{cluster="{x}",kind="pods"}}'
     # fenced; then (the short takeover over) its restarted reconciler owns X again
     await fleet.until(lambda d: None if any(
         c["id"] == x and c["restarts"] >= 1 and c["state"] == "watching"

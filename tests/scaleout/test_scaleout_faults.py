@@ -85,7 +85,7 @@ async def test_row17_sigkill_the_owner_of_a_cluster_under_load(three: Fleet) -> 
     after = await three.until(x_owned_and_synced, timeout=S + EXPIRY_SLACK, instances=survivors)
     took = now() - killed
     new_owner = owners(after)[x][0]
-    await three.instances[new_owner].wait_for_line(f"cluster {x}: full sync (start) done",
+    await three.instances[new_owner].wait_for_line(f"cluster {x} pods: full sync (start) done",
                                                    after=mark[new_owner])
     owner, epoch = lease_rows(dsn)[x]
     assert owner == new_owner and epoch > old_epoch

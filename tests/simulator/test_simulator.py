@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from synchronizer.projection import MODULE_ANNOTATION, SET_ANNOTATION, pod_fields
+from synchronizer.kinds.pods import MODULE_ANNOTATION, SET_ANNOTATION, pod_fields
 from synchronizer.simulator import SimCluster, Simulator, churn, make_pod, pod_name, populate
 
 PODS = "/api/v1/pods"

@@ -43,7 +43,7 @@ def _cell(cluster: str, field: str) -> str:
 async def test_page_shows_clusters_and_follows_changes(
     sim: Simulator, sqlite_dsn: str, browser: Browser, tmp_path: Path
 ) -> None:
-    cluster = await populated(sim, "east", 40)
+    cluster = await populated(sim, "east", 40, nodes=4, workloads=6)
     await populated(sim, "west", 7, seed=5)
     async with running(settings_for(sim, sqlite_dsn, ["east", "west"])) as instance:
         await caught_up(instance, sim, ["east", "west"])
@@ -79,9 +79,22 @@ async def test_page_shows_clusters_and_follows_changes(
         await page.wait_for_function(
             "() => document.querySelector('#total-pods').textContent === '52'",
             timeout=WAIT_MS)
+        # every kind: its column, its own table, and the pods grouped by their workloads
+        nodes = cluster.count("nodes")
+        assert await page.text_content(_cell("east", "nodes")) == str(nodes)
+        assert await page.text_content(_cell("west", "nodes")) == "0"
+        for resource in ("pods", "nodes", "namespaces", "deployments", "cronjobs"):
+            sel = f'tr[data-cluster="east"][data-resource="{resource}"] td[data-field="state"]'
+            assert await page.text_content(sel) == "watching"
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#workloads tbody tr').length > 1",
+            timeout=WAIT_MS)
+        top = await page.text_content("#workloads tbody tr td[data-field=pods]")
+        assert top and int(top) > 1
         await page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
 
     # Self-contained: the page fetched nothing but itself and ./status from the instance.
     assert requested and all(url.startswith(base + "/") for url in requested), requested
-    assert {url.removeprefix(base) for url in requested} <= {"/", "/status"}
+    assert {url.removeprefix(base).split("?")[0] for url in requested} <= {
+        "/", "/status", "/status/workloads"}
     assert failures == []

@@ -164,9 +164,9 @@ async def test_list_restarts_after_expired(sim: Simulator, sqlite_dsn: str) -> N
     cluster = await populated(sim, "a", 60)
     await sync_once(sim, sqlite_dsn, ["a"])
     settings = settings_for(sim, sqlite_dsn, ["a"])
-    settings = settings.model_copy(update={"sync": SyncSettings(page_size=25)})
+    settings = settings.model_copy(update={"sync": SyncSettings(page_size=25, kinds=["pods"])})
     lists_before = cluster.requests["list"]
-    cluster.fail_next(410, on="list", after_pages=1)  # the second page's token expires
+    cluster.fail_next(410, on="list", after_pages=1, resource="pods")  # 2nd page expires
     report = await run_verify(settings)
     assert report.exit_code == 0, report
     assert report.clusters[0].listed == 60

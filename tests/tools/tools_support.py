@@ -75,11 +75,13 @@ def assert_one_line_error(result: Result, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
-async def populated(sim: Simulator, cluster_id: str, pods: int, seed: int = 3) -> SimCluster:
-    """Add a cluster to the simulator with `pods` realistic Pods."""
+async def populated(sim: Simulator, cluster_id: str, pods: int, seed: int = 3, *,
+                    nodes: int = 0, workloads: int = 0) -> SimCluster:
+    """Add a cluster to the simulator with `pods` realistic Pods (and, when asked, the
+    nodes and workloads that own them)."""
     cluster = sim.add_cluster(cluster_id)
     await populate(cluster, pods=pods, namespaces=3, annotated_fraction=0.5,
-                   rng=random.Random(seed))
+                   rng=random.Random(seed), nodes=nodes, workloads=workloads)
     return cluster
 
 
@@ -122,18 +124,18 @@ async def running(settings: Settings) -> AsyncIterator[Instance]:
 
 
 async def caught_up(instance: Instance, sim: Simulator, clusters: Sequence[str]) -> None:
-    """Await every cluster's reconciler having written the cluster's latest version.
+    """Await every kind of every cluster having written the cluster's latest version.
 
-    A watch opens only after the reconciler's first full sync, so `wait_watchers` is the
-    event that says the reconciler exists and has synced once.
+    One revision counter orders all kinds, so a kind that saw no change still passes the
+    latest version on its next bookmark.
     """
     async with asyncio.timeout(60):
         for cluster_id in clusters:
             cluster = sim.cluster(cluster_id)
-            await cluster.wait_watchers(1)
-            reconciler = instance.controller.reconciler(ClusterId(cluster_id))
-            assert reconciler is not None
-            await reconciler.caught_up(cluster.resource_version)
+            supervisor = await instance.controller.wait_owned(ClusterId(cluster_id))
+            await supervisor.wait_synced()
+            for reconciler in supervisor.reconcilers.values():
+                await reconciler.caught_up(cluster.resource_version)
 
 
 async def sync_once(sim: Simulator, dsn: str, clusters: Sequence[str]) -> None:
