@@ -1,11 +1,12 @@
 """The full-sync diff: list pages against the stored index, in one pass, O(N + M).
 
 Pages stream in; each listed record is compared with the stored stamp of its key and
-emitted when the store would change (new key, different checksum or state, or a newer
-version of the same content, which only moves the stored version forward). Emitted
-records are marked `repair`: at an equal version the list's content wins, which is what
-repairs a row edited out of band. Keys seen are remembered;
-once the list is complete — never before, so a partial list deletes nothing — stored
+emitted when the store would change (a new key, a different checksum or state); a newer
+version of the same content is not sent, so a no-change re-sync writes nothing, however
+many status-only changes the cluster made since. Emitted records are marked `repair`: at
+an equal version the list's content wins, which is what repairs a row edited out of band
+(the store reports such a row with an empty checksum, so it always differs). Keys seen
+are remembered; once the list is complete — never before, so a partial list deletes nothing — stored
 active keys that were not listed become tombstones at the list's version.
 """
 
@@ -26,12 +27,7 @@ def changes(
     for record in records:
         seen.add(record.key)
         stamp = index.get(record.key)
-        if (
-            stamp is None
-            or stamp.checksum != record.checksum
-            or stamp.state != record.state
-            or record.version > stamp.version
-        ):
+        if stamp is None or stamp.checksum != record.checksum or stamp.state != record.state:
             yield replace(record, repair=True)
 
 

@@ -8,6 +8,15 @@ failure is retried with jittered backoff while newer versions keep coalescing be
 When the senders end, for whatever reason, every shard is closed: producers blocked on a
 full shard, and anyone waiting for the pool to drain, are released with `QueueClosed`
 instead of waiting for senders that no longer exist.
+
+Versions only go forward: the pool remembers the highest version it has taken of each key
+and drops a record older than that (`superseded_total`). The pipeline already delivers a
+key's versions in order (one watch per resource, one shard per key, the gate replaying
+only events newer than the list), so this guard is the local, checkable form of that
+argument; it is what lets the store skip writes of a newer version with unchanged content
+(status-only noise) without an older, different version being able to overtake it later
+(TEST-MATRIX row 15, docs/designs/006-no-version-only-writes.md). A delete forgets its
+key: the store's tombstone guards it from then on.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from ._errors import Fenced, QueueClosed, StoreError
 from ._protocols import Metrics, Store
 from ._settings import ReconcilerSettings
 from ._shards import ShardQueue, shard_of
-from ._types import ApplyResult, ClusterId, Fence, Record
+from ._types import ApplyResult, ClusterId, Fence, ObjectKey, Record
 
 log = logging.getLogger("reconciler.sender")
 
@@ -53,6 +62,8 @@ class SenderPool:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._taken: dict[ObjectKey, int] = {}
+        self.superseded = 0
         self.written = 0
         self.newest_query_at: datetime | None = None
 
@@ -68,6 +79,15 @@ class SenderPool:
         """
         if self._closed:
             raise QueueClosed("the senders have ended")
+        key = record.key
+        if record.version < self._taken.get(key, 0):
+            self.superseded += 1
+            self._metrics.inc("superseded_total", self._labels)
+            return
+        if record.deleted:
+            self._taken.pop(key, None)
+        else:
+            self._taken[key] = record.version
         self._idle.clear()
         await self._queues[shard_of(record.key, len(self._queues))].put(record)
 

@@ -34,23 +34,22 @@ from ._types import (
 def merge(stored: Record | None, incoming: Record) -> Record | None:
     """The merge rule: the row that results from writing `incoming` over `stored`.
 
-    None means nothing changes. A delete keeps the stored fields. A `repair` record (from
-    a full sync) also wins at an equal version when content or state differ.
+    None means nothing changes. A row changes only when the incoming version is newer and
+    its content (checksum, or state) differs; a delete keeps the stored fields. A `repair`
+    record (from a full sync) also wins at an equal version when content or state differ.
+    A newer version with the same content changes nothing at all (no version-only write:
+    see docs/designs/006-no-version-only-writes.md).
     """
     if stored is None:
         return incoming
     if incoming.version < stored.version:
         return None
-    if incoming.version == stored.version:
-        if not incoming.repair or (incoming.checksum == stored.checksum
-                                   and incoming.state == stored.state):
-            return None
-        if incoming.deleted:
-            return replace(stored, query_at=incoming.query_at, checksum=incoming.checksum,
-                           state=State.DELETED)
-        return incoming
-    if incoming.checksum == stored.checksum:
-        return replace(stored, version=incoming.version, query_at=incoming.query_at)
+    if incoming.version == stored.version and not incoming.repair:
+        return None
+    same = incoming.checksum == stored.checksum and (
+        incoming.state == stored.state or not incoming.repair)
+    if same:
+        return None
     if incoming.deleted:
         return replace(stored, version=incoming.version, query_at=incoming.query_at,
                        checksum=incoming.checksum, state=State.DELETED)

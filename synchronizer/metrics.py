@@ -110,6 +110,10 @@ CATALOGUE: Mapping[str, Spec] = {
     "lag_seconds": Spec(
         "gauge", "Now minus the observation time of the newest committed record.", CK
     ),
+    "superseded_total": Spec(
+        "counter", "Records dropped before the store because a newer version of the same"
+        " object had already been taken (versions only go forward).", CK,
+    ),
     "fenced_writes_total": Spec(
         "counter", "Batches refused because this instance no longer held the lease.", CK,
     ),

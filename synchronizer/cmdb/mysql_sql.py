@@ -9,12 +9,13 @@ MySQL evaluates the UPDATE assignments left to right, each seeing the columns al
 assigned, so a per-column guard such as `IF(VALUES(checksum) <> checksum, ...)` breaks as
 soon as `checksum` itself has been assigned. The first assignment therefore evaluates the
 whole decision once, against the stored row, into the session variable `@bk_act`
-(0 older or equal: nothing; 1 newer, same checksum: version and query_at only; 2 newer live
-change: every column; 3 newer delete: state, checksum, version, query_at), and every later
-assignment only reads it. Two more session counters (`@bk_dup`, `@bk_chg`) count the rows
-that hit an existing key and the rows that changed, so `ApplyResult` is exact without
-relying on the driver's affected-rows flags. Tested on MariaDB 10.11; MySQL 8 accepts the
-statement but deprecates `VALUES()` and assignments in expressions (warnings only).
+(0: nothing — older, equal, or newer with the same content, so status-only noise writes
+nothing; 2 newer live change: every column; 3 newer delete: state, checksum, version,
+query_at), and every later assignment only reads it. Two more session counters
+(`@bk_dup`, `@bk_chg`) count the rows that hit an existing key and the rows that changed,
+so `ApplyResult` is exact without relying on the driver's affected-rows flags. Tested on
+MariaDB 10.11; MySQL 8 accepts the statement but deprecates `VALUES()` and assignments in
+expressions (warnings only).
 
 Rows edited behind our back: a live row's checksum is the MD5 of its stored columns joined
 by CHAR(31) (`kinds.descriptor.row_checksum`), which the server can recompute. The index a
@@ -29,8 +30,8 @@ from synchronizer.kinds import Kind
 
 from .rows import column_names
 
-_ACT = ("IF(VALUES(resource_version) <= resource_version, 0,"
-        " IF(VALUES(checksum) = checksum, 1, IF(VALUES(state) = 'Active', 2, 3)))")
+_ACT = ("IF(VALUES(resource_version) <= resource_version OR VALUES(checksum) = checksum, 0,"
+        " IF(VALUES(state) = 'Active', 2, 3))")
 
 
 def content_sum(kind: Kind) -> str:
@@ -45,9 +46,8 @@ def _act_repair(kind: Kind) -> str:
     state or the row's own integrity differ, which repairs rows edited out of band."""
     same = (f"VALUES(checksum) = checksum AND VALUES(state) = state"
             f" AND (state = 'Deleted' OR checksum = {content_sum(kind)})")
-    return (f"IF(VALUES(resource_version) < resource_version OR (VALUES(resource_version)"
-            f" = resource_version AND {same}), 0,"
-            f" IF({same}, 1, IF(VALUES(state) = 'Active', 2, 3)))")
+    return (f"IF(VALUES(resource_version) < resource_version OR ({same}), 0,"
+            f" IF(VALUES(state) = 'Active', 2, 3))")
 
 
 def upsert(kind: Kind, *, repair: bool = False) -> str:
@@ -62,8 +62,8 @@ def upsert(kind: Kind, *, repair: bool = False) -> str:
         *(f"`{c}` = IF(@bk_act = 2, VALUES(`{c}`), `{c}`)" for c in rest),
         "state = IF(@bk_act >= 2, VALUES(state), state)",
         "checksum = IF(@bk_act >= 2, VALUES(checksum), checksum)",
-        "resource_version = IF(@bk_act >= 1, VALUES(resource_version), resource_version)",
-        "query_at = IF(@bk_act >= 1, VALUES(query_at), query_at)",
+        "resource_version = IF(@bk_act >= 2, VALUES(resource_version), resource_version)",
+        "query_at = IF(@bk_act >= 2, VALUES(query_at), query_at)",
     ]
     names = column_names(kind)
     values = ", ".join(["%s"] * len(names))

@@ -101,9 +101,10 @@ def _content_sum(kind: Kind, table: str) -> str:
 def _upsert_sql(kind: Kind, rows: int, repair: bool = False) -> str:
     """The conditional upsert of `rows` rows: the whole merge rule in one statement.
 
-    `repair` (full-sync records) also acts at an equal version when content or state
-    differ, or when the stored row's columns no longer hash to its checksum (edited behind
-    our back), which repairs rows edited out of band.
+    A row changes only when the incoming version is newer and its checksum differs (a
+    newer version of the same content writes nothing). `repair` (full-sync records) also
+    acts at an equal version, and when state differs or the stored row's columns no longer
+    hash to its checksum (edited behind our back), which repairs rows edited out of band.
     """
     t = kind.table
     differs = f"excluded.checksum <> {t}.checksum"
@@ -111,13 +112,12 @@ def _upsert_sql(kind: Kind, rows: int, repair: bool = False) -> str:
     if repair:
         differs = (f"({differs} OR excluded.state <> {t}.state OR ({t}.state = 'Active'"
                    f" AND {t}.checksum <> {_content_sum(kind, t)}))")
-        newer = (f"({newer} OR (excluded.resource_version = {t}.resource_version"
-                 f" AND {differs}))")
-    full = f"{differs} AND excluded.state = 'Active'"
-    assignments = [f"{c.name} = CASE WHEN {full} THEN excluded.{c.name} ELSE {t}.{c.name} END"
+        newer = f"excluded.resource_version >= {t}.resource_version"
+    live = "excluded.state = 'Active'"
+    assignments = [f"{c.name} = CASE WHEN {live} THEN excluded.{c.name} ELSE {t}.{c.name} END"
                    for c in kind.stored]
     assignments += [
-        f"state = CASE WHEN {differs} THEN excluded.state ELSE {t}.state END",
+        "state = excluded.state",
         "checksum = excluded.checksum",
         "resource_version = excluded.resource_version",
         "query_at = excluded.query_at",
@@ -127,7 +127,7 @@ def _upsert_sql(kind: Kind, rows: int, repair: bool = False) -> str:
     return (
         f"INSERT INTO {t} ({', '.join(names)}) VALUES {', '.join([one] * rows)}"
         f" ON CONFLICT (cluster_id, uid) DO UPDATE SET {', '.join(assignments)}"
-        f" WHERE {newer}"
+        f" WHERE {newer} AND {differs}"
     )
 
 

@@ -73,12 +73,14 @@ async def test_aiomysql_driver_applies_the_same_rule(mysql_dsn):
     store = PodsView(await open_store(mysql_dsn.replace("mysql://", "mysql+aiomysql://", 1)))
     try:
         a5, a9, b7 = active("p1", 5, 0), active("p1", 9, 0), active("p1", 7, 1)
+        b9 = active("p1", 9, 1)
         assert await store.apply(CLUSTER, [a5, active("p2", 5)]) == ApplyResult(written=2)
-        assert await store.apply(CLUSTER, [a9, active("p2", 4, 1)]) == ApplyResult(1, 1)
+        assert await store.apply(CLUSTER, [a9, active("p2", 4, 1)]) == ApplyResult(0, 2)
+        assert await store.apply(CLUSTER, [b9]) == ApplyResult(written=1, unchanged=0)
         assert await store.apply(CLUSTER, [b7]) == ApplyResult(written=0, unchanged=1)
         result = await store.apply(CLUSTER, [active("p3", 1), active("p4", 1, name="x" * 300)])
         assert (result.written, [k for k, _ in result.rejected]) == (1, ["p4"])
         rows = await store.rows(CLUSTER)
-        assert rows[0] == expected(a9) and [r["uid"] for r in rows] == ["p1", "p2", "p3"]
+        assert rows[0] == expected(b9) and [r["uid"] for r in rows] == ["p1", "p2", "p3"]
     finally:
         await store.close()

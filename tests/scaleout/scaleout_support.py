@@ -93,6 +93,12 @@ class SimProcess:
         doc = (await self.http.get(f"/_sim/clusters/{cluster}/truth")).json()
         return {p["uid"]: int(p["rv"]) for p in doc["pods"]}
 
+    async def pods(self, cluster: str) -> list[dict[str, Any]]:
+        """Every live pod of `cluster`, whole (for oracles that project them)."""
+        doc = (await self.http.get(f"/_sim/clusters/{cluster}/truth/pods",
+                                   params={"objects": "1"})).json()
+        return [item["object"] for item in doc["items"]]
+
     async def churn(self, cluster: str, *, events: int | None, rate: float | None,
                     seed: int) -> None:
         """Start changes in the background (`events` None: until `stop_churn`)."""

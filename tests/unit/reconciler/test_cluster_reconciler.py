@@ -28,11 +28,13 @@ FAST = ReconcilerSettings(senders=3, batch_size=7, linger=0, backoff_initial=0.0
 
 
 def assert_converged(source: MemorySource, store: MemoryStore) -> None:
+    """Active rows = live objects, with their content; a row's version may trail its
+    object's when only an unchanged-content version came later (it is not written)."""
     truth = source.truth()
     active = store.active(C)
-    assert {k: (r.version, r.checksum) for k, r in active.items()} == {
-        k: (r.version, r.checksum) for k, r in truth.items()
-    }
+    assert {k: r.checksum for k, r in active.items()} == {
+        k: r.checksum for k, r in truth.items()}
+    assert all(active[k].version <= truth[k].version for k in truth)
 
 
 @pytest.fixture

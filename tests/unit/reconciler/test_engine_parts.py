@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from reconciler import TOMBSTONE, ObjectKey, Record, Stamp, State, checksum
+from reconciler import TOMBSTONE, ClusterId, NullMetrics, ObjectKey, Record, Stamp, State, checksum
 from reconciler._backoff import Backoff
 from reconciler._diff import changes, tombstones
 from reconciler._gate import Gate
@@ -109,7 +109,7 @@ async def test_disabled_gate_never_parks() -> None:
     assert [r.version for r in out] == [1]
 
 
-def test_diff_emits_new_changed_and_newer_and_tombstones_unlisted() -> None:
+def test_diff_emits_new_and_changed_never_a_bare_version_and_tombstones_unlisted() -> None:
     index = {
         ObjectKey("same"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
         ObjectKey("changed"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
@@ -120,18 +120,17 @@ def test_diff_emits_new_changed_and_newer_and_tombstones_unlisted() -> None:
     listed = [rec("same", 5), rec("changed", 8, "b"), rec("bumped", 9), rec("new", 4)]
     seen: set[ObjectKey] = set()
     out = list(changes(listed, index, seen))
-    assert [r.key for r in out] == ["changed", "bumped", "new"]
+    assert [r.key for r in out] == ["changed", "new"]  # "bumped": same content, no write
     dead = list(tombstones(index, seen, version=20, now=NOW))
     assert [(r.key, r.version, r.checksum) for r in dead] == [("gone", 20, TOMBSTONE)]
 
 
 def test_merge_rule_table() -> None:
-    a5, a9, b7 = rec("k", 5, "A"), rec("k", 9, "A"), rec("k", 7, "B")
+    a5, a9 = rec("k", 5, "A"), rec("k", 9, "A")
     assert merge(None, a5) == a5
     assert merge(a5, rec("k", 5, "B")) is None  # not newer
-    bumped = merge(a5, a9)
-    assert bumped is not None and bumped.version == 9 and bumped.checksum == a5.checksum
-    assert merge(bumped, b7) is None  # row 15: the older different content loses
+    assert merge(a5, a9) is None  # newer, same content: nothing is written
+    assert merge(a5, rec("k", 9, "B")) == rec("k", 9, "B")
     d = merge(a5, rec("k", 8, deleted=True))
     assert d is not None and d.state is State.DELETED and d.fields == a5.fields
 
@@ -166,3 +165,25 @@ def test_repair_records_win_at_an_equal_version_only_when_content_differs() -> N
     revived = merge(dead, replace(rec("k", 5, "tampered"), repair=True))
     assert revived is not None and revived.state is State.ACTIVE
     assert merge(stored, replace(rec("k", 4, "truth"), repair=True)) is None
+
+
+async def test_row15_an_older_version_cannot_overtake_a_newer_one_of_the_same_content() -> None:
+    """TEST-MATRIX row 15 (v5 A, v9 A, v7 B): the store writes nothing for v9 (same content
+    as v5), so it is the sender pool that must not let v7 through afterwards."""
+    from reconciler import ReconcilerSettings
+    from reconciler._sender import SenderPool
+    from reconciler.testing import MemoryStore
+
+    store = MemoryStore()
+    pool = SenderPool(cluster=ClusterId("c"), store=store, fence=None, metrics=NullMetrics(),
+                      settings=ReconcilerSettings(linger=0), clock=lambda: NOW)
+    task = asyncio.create_task(pool.run())
+    for record in (rec("k", 5, "A"), rec("k", 9, "A"), rec("k", 7, "B")):
+        await pool.put(record)
+        await pool.drained()
+    assert pool.superseded == 1
+    assert store.rows[(ClusterId("c"), ObjectKey("k"))].checksum == rec("k", 5, "A").checksum
+    await pool.put(rec("k", 11, "C"))  # anything newer still goes through
+    await pool.drained()
+    assert store.rows[(ClusterId("c"), ObjectKey("k"))].version == 11
+    task.cancel()
