@@ -298,8 +298,18 @@ def test_inconsistent_values_fail_the_render(values: dict[str, Any], message: st
 def test_rbac_is_least_privilege() -> None:
     default = render({})
     (role,) = by_kind(default, "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods", "nodes", "namespaces"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list", "watch"]}]
+    narrowed = render({"config": {"sync": {"kinds": ["pods", "namespaces"]}}})
+    (role,) = by_kind(narrowed, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "namespaces"],
                               "verbs": ["list", "watch"]}]
+    assert "kinds:\n  - pods\n  - namespaces" in one(narrowed, "ConfigMap")["data"][
+        "config.yaml"]
     (binding,) = by_kind(default, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bkcmdb-synchronizer",
