@@ -84,11 +84,14 @@ def steal_lease(dsn: str, cluster: str, *, owner: str, epoch: int, seconds: floa
         conn.close()
 
 
-def create_user(dsn: str, user: str) -> str:
-    """A database user with every right on the test database; the DSN that uses it."""
+def create_user(dsn: str, user: str, *, via: str | None = None) -> str:
+    """A database user with every right on the test database (but no global right such
+    as SUPER: `read_only` applies to it); the DSN that uses it, through the host and
+    port of `via` if given (a fault proxy in front of the server)."""
     from urllib.parse import urlsplit
 
     u = urlsplit(dsn)
+    where = urlsplit(via or dsn)
     database = u.path.lstrip("/")
     conn = admin(dsn)
     try:
@@ -98,7 +101,7 @@ def create_user(dsn: str, user: str) -> str:
                 cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'{host}'")
     finally:
         conn.close()
-    return f"mysql://{user}:pw@{u.hostname}:{u.port or 3306}/{database}"
+    return f"mysql://{user}:pw@{where.hostname}:{where.port or 3306}/{database}"
 
 
 def drop_user(dsn: str, user: str) -> None:
