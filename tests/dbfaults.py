@@ -117,3 +117,43 @@ class RowLock:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.release)
+
+
+COM_QUERY = 0x03
+COM_STMT_BULK_EXECUTE = 0xFA
+"""MariaDB's one-round-trip `executemany` (what the store's batch upsert is sent as)."""
+
+
+class CommitAfterWrite:
+    """A `tcpproxy.Trigger` for the MySQL protocol: fires on the COMMIT of a transaction
+    that wrote pods (a bulk execute, or a text `INSERT INTO pods`), not on the COMMIT of a
+    read or of a lease renewal.
+
+    It reassembles the client's packets (3-byte length, sequence number, payload); a
+    command is the payload of a packet with sequence number 0, its first byte the command
+    code (the login exchange uses other sequence numbers and is skipped).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._wrote = False
+
+    def feed(self, data: bytes) -> bool:
+        """Take client bytes; True if they hold the COMMIT of a write transaction."""
+        self._buffer += data
+        fired = False
+        while len(self._buffer) >= 4:
+            length = int.from_bytes(self._buffer[:3], "little")
+            if len(self._buffer) < 4 + length:
+                break
+            sequence, payload = self._buffer[3], bytes(self._buffer[4:4 + length])
+            del self._buffer[:4 + length]
+            if sequence != 0 or not payload:
+                continue
+            command, body = payload[0], payload[1:].strip().upper()
+            if command == COM_STMT_BULK_EXECUTE or (
+                    command == COM_QUERY and body.startswith(b"INSERT INTO PODS")):
+                self._wrote = True
+            elif command == COM_QUERY and body == b"COMMIT":
+                fired, self._wrote = fired or self._wrote, False
+        return fired

@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from integration.harness import install_audit
 from mariadbserver import MariaDbServer
+from scaleout_oracles import prepare_cmdb
 from scaleout_support import CLUSTERS, Fleet, SimProcess
 from tcpproxy import TcpProxy
 from zkserver import ZkServer
-
-from synchronizer.cmdb import open_store
 
 PODS = 40
 """Pods per cluster at start: enough rows to write, small enough for fast full syncs."""
@@ -35,14 +33,6 @@ async def sim(tmp_path: Path) -> AsyncIterator[SimProcess]:
         yield process
     finally:
         await process.close()
-
-
-async def prepare_cmdb(dsn: str) -> str:
-    """Create the tables in the (empty) database of `dsn` and install the audit trigger."""
-    store = await open_store(dsn)
-    await store.close()
-    install_audit(dsn)
-    return dsn
 
 
 @pytest.fixture

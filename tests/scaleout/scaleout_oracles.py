@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from integration.harness import admin, audit_regressions
+from integration.harness import admin, audit_regressions, install_audit
 
+from synchronizer.cmdb import open_store
 from synchronizer.coordination import Assignment
 from synchronizer.coordination.zk import ZkSession
 
@@ -36,6 +37,15 @@ def now() -> float:
     """The test loop's clock (monotonic)."""
     return asyncio.get_running_loop().time()
 
+
+
+async def prepare_cmdb(dsn: str) -> str:
+    """Create the tables in the (empty) database of `dsn` as the product does, and install
+    the audit trigger; returns `dsn`."""
+    store = await open_store(dsn)
+    await store.close()
+    await asyncio.to_thread(install_audit, dsn)
+    return dsn
 
 
 def _select(dsn: str, sql: str) -> list[tuple[Any, ...]]:

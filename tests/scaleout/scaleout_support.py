@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pymysql
 from dbfaults import CACHE_IDLE, RowLock, Trx, wait_for_transaction
 from scaleout_oracles import GUARD, create_user, drop_user, locking_transactions, now
 
@@ -114,6 +115,14 @@ class SimProcess:
         """`churn` on every cluster (different seeds)."""
         for n, cluster in enumerate(clusters):
             await self.churn(cluster, events=events, rate=rate, seed=seed * 1000 + n)
+
+    async def admin(self, method: str, cluster: str, action: str = "",
+                    body: dict[str, Any] | None = None) -> Any:
+        """Call `/_sim/clusters/<cluster>/<action>` of the admin API; the decoded reply."""
+        path = f"/_sim/clusters/{cluster}" + (f"/{action}" if action else "")
+        reply = await self.http.request(method, path, json=body)
+        assert reply.status_code < 300, f"{method} {path}: {reply.status_code} {reply.text}"
+        return reply.json()
 
     async def stop_churn(self, clusters: Iterable[str]) -> int:
         """Stop the churn of `clusters`; returns how many changes they made in total."""
@@ -204,6 +213,14 @@ class Instance:
     def alive(self) -> bool:
         """Started and not yet reaped."""
         return self.proc is not None and self.proc.returncode is None
+
+    def rss(self) -> int:
+        """Resident memory of the process in bytes (0 once it is gone), from /proc."""
+        with contextlib.suppress(OSError, AssertionError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
 
     def signal(self, sig: signal.Signals) -> None:
         """Send a real signal."""
@@ -416,7 +433,8 @@ class Fleet:
         await asyncio.gather(*(i.close() for i in self.instances.values()),
                              return_exceptions=True)
         for user in self.users:
-            drop_user(self.dsn, user)
+            with contextlib.suppress(pymysql.OperationalError):  # the server went first
+                drop_user(self.dsn, user)
 
 
 def owners(docs: Statuses) -> dict[str, list[str]]:
@@ -445,7 +463,7 @@ def settled_check(docs: Statuses, members: list[str], clusters: list[str],
         doc = docs.get(name)
         if doc is None:
             return f"{name} does not answer"
-        if not doc["ready"] or doc["coordination"] != "connected":
+        if not doc["ready"] or doc["coordination"] not in ("connected", "standalone"):
             return f"{name}: {doc['coordination']}, {doc['reason']}"
         if doc["members"] != members:
             return f"{name} sees members {doc['members']}"
