@@ -59,11 +59,15 @@ async def test_row25_mariadb_restart_mid_batch_loses_nothing(
 
     async with RowLock(private_cmdb, x):  # (its session dies with the server)
         held = await wait_for_transaction(private_cmdb, fleet.db_user(0), state="LOCK WAIT")
+        # X changes no more: its rows can reach the truth only if the batch in flight
+        # (and what queued behind it) is written after the crash, never superseded
+        await sim.stop_churn([x])
         await asyncio.to_thread(private_mariadb.kill)  # a crash, a batch of X in flight
     await asyncio.to_thread(private_mariadb.start)  # same data: crash recovery
     crashed = now()
     before = await inst.metrics()
-    # the load goes on; the instance writes again (every cluster commits a new batch)
+    # the load goes on; the instance writes again (every cluster commits a batch; X's
+    # first is the one that was in flight, retried)
     await until_metrics(inst, lambda s: next(
         (f"{c}: no batch committed since the restart" for c in CLUSTERS
          if total(s, "batches_total", cluster=c, result="ok")
