@@ -62,14 +62,14 @@ async def test_row25_mariadb_restart_mid_batch_loses_nothing(
         # X changes no more: its rows can reach the truth only if the batch in flight
         # (and what queued behind it) is written after the crash, never superseded
         await sim.stop_churn([x])
+        before = await inst.metrics()  # (no batch of X can commit while the lock holds)
         await asyncio.to_thread(private_mariadb.kill)  # a crash, a batch of X in flight
     await asyncio.to_thread(private_mariadb.start)  # same data: crash recovery
     crashed = now()
-    before = await inst.metrics()
     # the load goes on; the instance writes again (every cluster commits a batch; X's
-    # first is the one that was in flight, retried)
+    # is the one that was in flight, retried)
     await until_metrics(inst, lambda s: next(
-        (f"{c}: no batch committed since the restart" for c in CLUSTERS
+        (f"{c}: no batch committed since the crash" for c in CLUSTERS
          if total(s, "batches_total", cluster=c, result="ok")
          <= total(before, "batches_total", cluster=c, result="ok")), None))
     await sim.stop_churn(CLUSTERS)
