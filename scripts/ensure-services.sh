@@ -4,7 +4,9 @@
 #    one; otherwise install the Debian package (when missing) and start a private server
 #    under a temporary directory on a free port.
 #  - ZooKeeper: install the Debian package (the tests start private servers from it).
-#  - promtool (Debian `prometheus`) and chromium for the surface tests.
+#  - promtool (Debian `prometheus`) and chromium for the surface tests; libfaketime (Debian
+#    `faketime`) for the clock-skew fault test; `mariadbd` (Debian `mariadb-server-core`, no
+#    system service) for the fault tests' private servers.
 # Writes the environment the tests need to .test-services.env at the checkout root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ apt_install() {
 
 mysql_ok() { mysql --protocol=tcp -h127.0.0.1 -P"$1" -uroot -e 'select 1' >/dev/null 2>&1; }
 
-apt_install zookeeper default-jre-headless mariadb-client prometheus chromium
+apt_install zookeeper default-jre-headless mariadb-client mariadb-server-core prometheus chromium faketime
 
 if command -v mysql >/dev/null && mysql_ok 3306; then
   echo "BKCMDB_TEST_MYSQL=mysql://root@127.0.0.1:3306" >> "$out"

@@ -10,10 +10,18 @@ the network on purpose, on one machine, without root:
     proxy.blackhole("downstream")               # only server -> client dropped (replies lost)
     proxy.reset()                               # every open connection aborted with an RST
     proxy.latency = 0.2                         # each chunk delayed (order kept)
+    done = proxy.cut_reply(MyTrigger, count=1)  # see below; `await done.wait()`
     await proxy.close()
 
 New connections made during a fault get the same fault (accepted, then held or dropped).
 It runs on the test's event loop; clients in other threads (kazoo) are fine.
+
+`cut_reply` makes an ambiguous request: the client's request reaches the server, the
+server acts on it and answers, and the answer is lost with the connection (an RST both
+ways). Which request is decided by a `Trigger`, one per connection, fed every byte the
+client sends; it understands the protocol (see `dbfaults.CommitAfterWrite` for MySQL's
+COMMIT of a write transaction). The chunk that completes the request is forwarded, the
+next bytes the server sends on that connection are dropped, and both sides are aborted.
 """
 
 from __future__ import annotations
@@ -22,9 +30,30 @@ import asyncio
 import contextlib
 import socket
 import struct
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 Direction = Literal["both", "upstream", "downstream"]
+
+
+class Trigger(Protocol):
+    """Reads one connection's client-to-server bytes; says when a chosen request is done."""
+
+    def feed(self, data: bytes) -> bool:
+        """Take the next bytes; True once they complete the request whose reply to cut."""
+        ...
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One proxied connection: its two sides and the state of an armed `cut_reply`."""
+
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter
+    trigger: Trigger | None = None
+    cut_pending: bool = False
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class TcpProxy:
@@ -40,9 +69,14 @@ class TcpProxy:
         self._flowing.set()
         self._dropping: set[str] = set()
         self._server: asyncio.Server | None = None
-        self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0
+        self._cut_factory: Callable[[], Trigger] | None = None
+        self._cuts_left = 0
+        self._cut_done = asyncio.Event()
+        self.cut = 0
+        """Replies cut so far."""
 
     @property
     def port(self) -> int:
@@ -98,10 +132,21 @@ class TcpProxy:
 
     def reset(self) -> None:
         """Abort every open connection with a TCP RST (new connections are accepted)."""
-        for client, server in list(self._conns):
-            _abort(client)
-            _abort(server)
+        for conn in list(self._conns):
+            _abort(conn.client)
+            _abort(conn.server)
         self._conns.clear()
+
+    def cut_reply(self, trigger: Callable[[], Trigger], *, count: int = 1) -> asyncio.Event:
+        """Cut the server's reply to the next `count` requests that `trigger` (a factory:
+        one per connection, open ones included) picks out; returns an event set once the
+        last of them is cut. See the module docstring."""
+        self._cut_factory = trigger
+        self._cuts_left = count
+        self._cut_done = asyncio.Event()
+        for conn in self._conns:
+            conn.trigger = trigger()
+        return self._cut_done
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -116,26 +161,27 @@ class TcpProxy:
             except OSError:
                 _abort(c_writer)
                 return
-            pair = (c_writer, s_writer)
-            self._conns.add(pair)
-            pumps = [
-                asyncio.create_task(self._pump(c_reader, s_writer, "upstream")),
-                asyncio.create_task(self._pump(s_reader, c_writer, "downstream")),
+            conn = _Conn(client=c_writer, server=s_writer,
+                         trigger=self._cut_factory() if self._cuts_left else None)
+            self._conns.add(conn)
+            conn.pumps = [
+                asyncio.create_task(self._pump(conn, c_reader, s_writer, "upstream")),
+                asyncio.create_task(self._pump(conn, s_reader, c_writer, "downstream")),
             ]
             try:
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(conn.pumps, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for pump in pumps:
+                for pump in conn.pumps:
                     pump.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
-                self._conns.discard(pair)
-                for writer in pair:
+                await asyncio.gather(*conn.pumps, return_exceptions=True)
+                self._conns.discard(conn)
+                for writer in (conn.client, conn.server):
                     writer.close()
         finally:
             self._tasks.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: str) -> None:
+    async def _pump(self, conn: _Conn, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter, direction: str) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while True:
                 data = await reader.read(65536)
@@ -146,8 +192,28 @@ class TcpProxy:
                     await asyncio.sleep(self.latency)
                 if direction in self._dropping:
                     continue
+                if direction == "downstream" and conn.cut_pending:
+                    conn.cut_pending = False
+                    if self._cuts_left > 0:
+                        self._cut(conn)  # the reply is lost with the connection
+                        return
+                if direction == "upstream" and conn.trigger is not None and self._cuts_left \
+                        and conn.trigger.feed(data):
+                    conn.cut_pending = True
                 writer.write(data)
                 await writer.drain()
+
+    def _cut(self, conn: _Conn) -> None:
+        _abort(conn.client)
+        _abort(conn.server)
+        self._conns.discard(conn)
+        self.cut += 1
+        self._cuts_left -= 1
+        if self._cuts_left <= 0:
+            self._cut_factory = None
+            for other in self._conns:
+                other.trigger = None
+            self._cut_done.set()
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

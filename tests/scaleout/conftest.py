@@ -10,16 +10,15 @@ audit trigger of tests/integration/harness.py installed (the oracle for M).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from integration.harness import install_audit
+from mariadbserver import MariaDbServer
+from scaleout_oracles import prepare_cmdb
 from scaleout_support import CLUSTERS, Fleet, SimProcess
 from tcpproxy import TcpProxy
 from zkserver import ZkServer
-
-from synchronizer.cmdb import open_store
 
 PODS = 40
 """Pods per cluster at start: enough rows to write, small enough for fast full syncs."""
@@ -38,11 +37,22 @@ async def sim(tmp_path: Path) -> AsyncIterator[SimProcess]:
 
 @pytest.fixture
 async def cmdb(mysql_dsn: str) -> str:
-    """A fresh database with the tables and the audit trigger; its DSN."""
-    store = await open_store(mysql_dsn)
-    await store.close()
-    install_audit(mysql_dsn)
-    return mysql_dsn
+    """A fresh database on the shared server with the tables and the audit trigger."""
+    return await prepare_cmdb(mysql_dsn)
+
+
+@pytest.fixture
+def private_mariadb(tmp_path: Path) -> Iterator[MariaDbServer]:
+    """A MariaDB server of the test's own."""
+    with MariaDbServer(tmp_path / "mariadb") as server:
+        yield server
+
+
+@pytest.fixture
+async def private_cmdb(private_mariadb: MariaDbServer) -> str:
+    """The same on a MariaDB server of the test's own (for `dbfaults`: its transaction
+    list is nobody else's to read, and its settings are the test's to change)."""
+    return await prepare_cmdb(private_mariadb.create_database("cmdb"))
 
 
 @pytest.fixture
@@ -65,9 +75,9 @@ def _fleet_factory(tmp_path: Path, sim: SimProcess, cmdb: str
                    ) -> tuple[list[Fleet], Callable[..., Fleet]]:
     fleets: list[Fleet] = []
 
-    def make(server: ZkServer, *, session_timeout: float = 3.0, lease_ttl: float = 10.0
-             ) -> Fleet:
-        fleet = Fleet(tmp=tmp_path, sim=sim, dsn=cmdb, zk_hosts=server.hosts,
+    def make(server: ZkServer, *, session_timeout: float = 3.0, lease_ttl: float = 10.0,
+             dsn: str | None = None) -> Fleet:
+        fleet = Fleet(tmp=tmp_path, sim=sim, dsn=dsn or cmdb, zk_hosts=server.hosts,
                       zk_root=f"/scaleout-{uuid.uuid4().hex[:10]}",
                       session_timeout=session_timeout, lease_ttl=lease_ttl)
         fleets.append(fleet)
@@ -80,8 +90,9 @@ def _fleet_factory(tmp_path: Path, sim: SimProcess, cmdb: str
 async def fleet_factory(tmp_path: Path, sim: SimProcess, cmdb: str,
                         proxies: Callable[[ZkServer], Awaitable[TcpProxy]],
                         ) -> AsyncIterator[Callable[..., Fleet]]:
-    """`make(zk_server, session_timeout=..., lease_ttl=...)` -> an empty `Fleet`; every
-    instance of every fleet is stopped at teardown."""
+    """`make(zk_server, session_timeout=..., lease_ttl=..., dsn=...)` -> an empty `Fleet`
+    (on the `cmdb` database unless `dsn` names another); every instance of every fleet is
+    stopped at teardown."""
     fleets, make = _fleet_factory(tmp_path, sim, cmdb)
     try:
         yield make

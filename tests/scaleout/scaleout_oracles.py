@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from integration.harness import admin, audit_regressions
+from integration.harness import admin, audit_regressions, install_audit
 
+from synchronizer.cmdb import open_store
 from synchronizer.coordination import Assignment
 from synchronizer.coordination.zk import ZkSession
 from synchronizer.kinds import Projection
@@ -39,6 +40,15 @@ def now() -> float:
     """The test loop's clock (monotonic)."""
     return asyncio.get_running_loop().time()
 
+
+
+async def prepare_cmdb(dsn: str) -> str:
+    """Create the tables in the (empty) database of `dsn` as the product does, and install
+    the audit trigger; returns `dsn`."""
+    store = await open_store(dsn)
+    await store.close()
+    await asyncio.to_thread(install_audit, dsn)
+    return dsn
 
 
 def _select(dsn: str, sql: str) -> list[tuple[Any, ...]]:
@@ -88,11 +98,14 @@ def steal_lease(dsn: str, cluster: str, *, owner: str, epoch: int, seconds: floa
         conn.close()
 
 
-def create_user(dsn: str, user: str) -> str:
-    """A database user with every right on the test database; the DSN that uses it."""
+def create_user(dsn: str, user: str, *, via: str | None = None) -> str:
+    """A database user with every right on the test database (but no global right such
+    as SUPER: `read_only` applies to it); the DSN that uses it, through the host and
+    port of `via` if given (a fault proxy in front of the server)."""
     from urllib.parse import urlsplit
 
     u = urlsplit(dsn)
+    where = urlsplit(via or dsn)
     database = u.path.lstrip("/")
     conn = admin(dsn)
     try:
@@ -102,7 +115,7 @@ def create_user(dsn: str, user: str) -> str:
                 cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'{host}'")
     finally:
         conn.close()
-    return f"mysql://{user}:pw@{u.hostname}:{u.port or 3306}/{database}"
+    return f"mysql://{user}:pw@{where.hostname}:{where.port or 3306}/{database}"
 
 
 def drop_user(dsn: str, user: str) -> None:

@@ -10,7 +10,9 @@
   simulator; `until()` polls every live instance's /status (the processes are elsewhere:
   there is no event to await) until a predicate holds, with an upper bound; `settled()`
   is the scale-out invariant (see `settled_check`).
-- `pause()`: SIGSTOP an instance inside, or between, its write transactions.
+- `pause_inside_write()`: SIGSTOP an instance inside one of its write transactions, a
+  moment made to happen with a held row lock (tests/dbfaults.py); `pause_between_writes()`:
+  SIGSTOP it when it holds no transaction open.
 
 The oracles on the CMDB and ZooKeeper are in `scaleout_oracles`. tests/ and this folder
 are on sys.path (rootdir conftest, no __init__.py here).
@@ -30,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import pymysql
+from dbfaults import CACHE_IDLE, RowLock, Trx, wait_for_transaction
 from scaleout_oracles import GUARD, create_user, drop_user, locking_transactions, now
 
 from synchronizer.coordination import assign
@@ -38,6 +43,11 @@ CLUSTERS = [f"c{i:02d}" for i in range(12)]
 """12 clusters; on a plain ring over sync-0..sync-2 they split 4/4/4."""
 POLL = 0.05
 """Seconds between two looks at another process's /status (bounded loops only)."""
+
+SYNC: dict[str, Any] = {"linger": 0.005, "full_sync_interval": 3600, "backoff_max": 1,
+                        "cluster_pull_interval": 3600, "senders": 2}
+"""The `sync` section of every instance: batches written at once, no periodic full sync
+or registry re-read during a test (each would be a confounder), retries capped at 1 s."""
 
 EXPIRY_SLACK = 6.0
 """The "few seconds" after the session timeout within which a dead instance's clusters
@@ -112,6 +122,14 @@ class SimProcess:
         for n, cluster in enumerate(clusters):
             await self.churn(cluster, events=events, rate=rate, seed=seed * 1000 + n)
 
+    async def admin(self, method: str, cluster: str, action: str = "",
+                    body: dict[str, Any] | None = None) -> Any:
+        """Call `/_sim/clusters/<cluster>/<action>` of the admin API; the decoded reply."""
+        path = f"/_sim/clusters/{cluster}" + (f"/{action}" if action else "")
+        reply = await self.http.request(method, path, json=body)
+        assert reply.status_code < 300, f"{method} {path}: {reply.status_code} {reply.text}"
+        return reply.json()
+
     async def stop_churn(self, clusters: Iterable[str]) -> int:
         """Stop the churn of `clusters`; returns how many changes they made in total."""
         done = 0
@@ -158,6 +176,8 @@ class Instance:
     proc: asyncio.subprocess.Process | None = None
     lines: list[tuple[float, str]] = field(default_factory=list)
     log_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the process (e.g. libfaketime's)."""
     _new: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
     http: httpx.AsyncClient | None = None
@@ -167,7 +187,8 @@ class Instance:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "synchronizer", "run", "--config", str(self.config),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=3.0)
         self._reader = asyncio.create_task(self._read())
         return self
@@ -198,6 +219,14 @@ class Instance:
     def alive(self) -> bool:
         """Started and not yet reaped."""
         return self.proc is not None and self.proc.returncode is None
+
+    def rss(self) -> int:
+        """Resident memory of the process in bytes (0 once it is gone), from /proc."""
+        with contextlib.suppress(OSError, AssertionError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
 
     def signal(self, sig: signal.Signals) -> None:
         """Send a real signal."""
@@ -304,45 +333,52 @@ class Fleet:
     tmp: Path
     sim: SimProcess
     dsn: str
-    zk_hosts: str
+    zk_hosts: str | None
+    """None: standalone instances (no `zookeeper` section; each owns every cluster)."""
     zk_root: str
     session_timeout: float
     clusters: list[str] = field(default_factory=lambda: list(CLUSTERS))
     lease_ttl: float = 10.0
+    sync: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the `sync` section every instance gets (see `SYNC`)."""
     instances: dict[str, Instance] = field(default_factory=dict)
     users: list[str] = field(default_factory=list)
 
-    def make(self, n: int, *, hosts: str | None = None, own_user: bool = False) -> Instance:
-        """Write the config of `sync-<n>` (ZooKeeper through `hosts` if given; with
-        `own_user`, it reaches the CMDB as a database user of its own, `db_user(n)`, so
-        its sessions can be told apart on the server)."""
+    def make(self, n: int, *, hosts: str | None = None, own_user: bool = False,
+             dsn: str | None = None, env: Mapping[str, str] | None = None) -> Instance:
+        """Write the config of `sync-<n>` (ZooKeeper through `hosts` if given; the CMDB
+        through `dsn` if given, e.g. a fault proxy; with `own_user`, it reaches the CMDB
+        as a database user of its own, `db_user(n)`, so its sessions can be told apart on
+        the server; `env` is added to its environment)."""
         name = f"sync-{n}"
         port, metric_port = free_port(), free_port()
         config = self.tmp / f"{name}.yaml"
-        dsn = self.dsn
+        target = dsn or self.dsn
         if own_user:
-            dsn = create_user(self.dsn, self.db_user(n))
+            target = create_user(self.dsn, self.db_user(n), via=dsn)
             self.users.append(self.db_user(n))
-        config.write_text(
-            f"instance: {{id: {name}, address: 127.0.0.1, port: {port},"
-            f" metric_port: {metric_port}}}\n"
-            f"zookeeper: {{hosts: '{hosts or self.zk_hosts}', root: '{self.zk_root}',"
-            f" session_timeout: {self.session_timeout}}}\n"
-            f"cmdb: {{dsn: '{dsn}'}}\n"
-            f"sync: {{linger: 0.005, full_sync_interval: 3600, lease_ttl: {self.lease_ttl},"
-            " backoff_max: 1, cluster_pull_interval: 3600, senders: 2}\n"
-            "clusters:\n" + "".join(
-                f"  - {{id: {c}, biz_id: {i + 1}, server: '{self.sim.url_for(c)}'}}\n"
-                for i, c in enumerate(self.clusters)))
+        doc: dict[str, Any] = {
+            "instance": {"id": name, "address": "127.0.0.1", "port": port,
+                         "metric_port": metric_port},
+            "cmdb": {"dsn": target},
+            "sync": {**SYNC, "lease_ttl": self.lease_ttl, **self.sync},
+            "clusters": [{"id": c, "biz_id": i + 1, "server": self.sim.url_for(c)}
+                         for i, c in enumerate(self.clusters)],
+        }
+        if self.zk_hosts is not None:
+            doc["zookeeper"] = {"hosts": hosts or self.zk_hosts, "root": self.zk_root,
+                                "session_timeout": self.session_timeout}
+        config.write_bytes(orjson.dumps(doc))  # JSON is YAML
         instance = Instance(id=name, config=config, port=port, metric_port=metric_port,
-                            log_file=self.tmp / f"{name}.log")
+                            log_file=self.tmp / f"{name}.log", env=dict(env or {}))
         self.instances[name] = instance
         return instance
 
-    async def add(self, n: int, *, hosts: str | None = None, own_user: bool = False
+    async def add(self, n: int, *, hosts: str | None = None, own_user: bool = False,
+                  dsn: str | None = None, env: Mapping[str, str] | None = None
                   ) -> Instance:
         """Make and start `sync-<n>`."""
-        return await self.make(n, hosts=hosts, own_user=own_user).start()
+        return await self.make(n, hosts=hosts, own_user=own_user, dsn=dsn, env=env).start()
 
     def db_user(self, n: int) -> str:
         """The database user of `sync-<n>` when it has one of its own."""
@@ -403,7 +439,8 @@ class Fleet:
         await asyncio.gather(*(i.close() for i in self.instances.values()),
                              return_exceptions=True)
         for user in self.users:
-            drop_user(self.dsn, user)
+            with contextlib.suppress(pymysql.OperationalError):  # the server went first
+                drop_user(self.dsn, user)
 
 
 def owners(docs: Statuses) -> dict[str, list[str]]:
@@ -432,7 +469,7 @@ def settled_check(docs: Statuses, members: list[str], clusters: list[str],
         doc = docs.get(name)
         if doc is None:
             return f"{name} does not answer"
-        if not doc["ready"] or doc["coordination"] != "connected":
+        if not doc["ready"] or doc["coordination"] not in ("connected", "standalone"):
             return f"{name}: {doc['coordination']}, {doc['reason']}"
         if doc["members"] != members:
             return f"{name} sees members {doc['members']}"
@@ -468,24 +505,46 @@ def cluster_field(docs: Statuses, key: str) -> dict[str, Any]:
     return {c["id"]: c[key] for doc in docs.values() if doc for c in doc["clusters"]}
 
 
-async def pause(inst: Instance, dsn: str, user: str, *, mid_transaction: bool,
-                tries: int = 500) -> set[tuple[int, str]]:
-    """SIGSTOP `inst` (which reaches the CMDB as `user`) at a moment when it does (or
-    does not) hold an open write transaction; returns the transactions it left open.
+async def pause_inside_write(inst: Instance, sim: SimProcess, dsn: str, user: str,
+                             cluster: str, *, seed: int = 4) -> list[Trx]:
+    """SIGSTOP `inst` (which reaches the CMDB as `user`) inside one of its write
+    transactions for `cluster`; returns the transactions it leaves open.
 
-    Tries again (SIGCONT, SIGSTOP) until the moment is right. Each look is made twice,
-    50 ms apart: a statement or COMMIT already on the wire when the process stopped has
-    been executed by then, so what is open at both looks stays open while it is paused.
+    The moment is made, not waited for: an admin session locks every row of `cluster`
+    (`dbfaults.RowLock`), the cluster churns, and the owner's next write blocks at its
+    upsert, its fence check's lock on the lease row already taken; once the server shows
+    that transaction in LOCK WAIT, the process is stopped. Then the admin lock goes: the
+    server finishes the stopped writer's statement, and its transaction stays open, idle,
+    holding the lease row, for as long as the process stays stopped (or until the server
+    ends it) -- as a process frozen between two statements of a write would.
+    """
+    async with RowLock(dsn, cluster):
+        await sim.churn(cluster, events=None, rate=50.0, seed=seed)
+        try:
+            await wait_for_transaction(dsn, user, state="LOCK WAIT")
+            inst.signal(signal.SIGSTOP)
+        finally:
+            await sim.stop_churn([cluster])
+    return await wait_for_transaction(dsn, user, state="RUNNING")
+
+
+async def pause_between_writes(inst: Instance, dsn: str, user: str, *, tries: int = 50
+                               ) -> None:
+    """SIGSTOP `inst` (which reaches the CMDB as `user`) when it holds no transaction open.
+
+    For a quiet fleet, where the only writes are lease renewals of a few milliseconds
+    every few seconds: almost any moment is right, and a stop that lands inside one is
+    undone and tried again. Each look is made twice, 2 x `CACHE_IDLE` apart (so the second
+    is a fresh snapshot): a statement or COMMIT already on the wire when the process
+    stopped has been executed by then.
     """
     for _ in range(tries):
         inst.signal(signal.SIGSTOP)
         first = await asyncio.to_thread(locking_transactions, dsn, user)
-        await asyncio.sleep(0.05)  # let the server finish what was already on the wire
+        await asyncio.sleep(2 * CACHE_IDLE)  # the server finishes what was on the wire
         second = await asyncio.to_thread(locking_transactions, dsn, user)
-        held = first & second
-        if held if mid_transaction else not (first or second):
-            return held
+        if not (first or second):
+            return
         inst.signal(signal.SIGCONT)
-        await asyncio.sleep(0.01 * (1 + len(held)))  # let it run a little before the next try
-    raise AssertionError(f"{inst.id} never paused {'inside' if mid_transaction else 'between'}"
-                         f" transactions in {tries} tries")
+        await asyncio.sleep(0.05)  # let it finish that renewal before the next try
+    raise AssertionError(f"{inst.id} was inside a transaction at each of {tries} stops")

@@ -8,7 +8,11 @@ transaction left idle by a frozen owner (`synchronizer/cmdb/mysql.py`).
 
 How the faults are made deterministic: a lease row written straight into the store
 (`steal_lease`) is exactly what a new owner's takeover leaves there (another owner, an
-epoch not lower than ours), without depending on which of two processes wins a race.
+epoch not lower than ours), without depending on which of two processes wins a race. An
+owner frozen inside a write transaction is made the same way: a held row lock stops its
+write at a known statement, the server confirms it is waiting there, and only then is it
+SIGSTOPped (`pause_inside_write`; on a private MariaDB, whose transaction list no other
+test reads).
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import signal
 from collections.abc import Callable
 
 from scaleout_oracles import converge, lease_rows, now, steal_lease
-from scaleout_support import EXPIRY_SLACK, Fleet, metric_sum, owners, pause, share
+from scaleout_support import (
+    EXPIRY_SLACK,
+    Fleet,
+    metric_sum,
+    owners,
+    pause_inside_write,
+    share,
+)
 from zkserver import ZkServer
 
 from synchronizer.coordination import assign
@@ -140,19 +151,18 @@ DEFECT_PAUSED_TRANSACTION_BLOCKS_TAKEOVER = (
 
 
 async def test_owner_paused_inside_a_write_transaction_is_still_taken_over(
-    fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
+    private_cmdb: str, fleet_factory: Callable[..., Fleet], zk_server: ZkServer,
 ) -> None:
-    fleet = fleet_factory(zk_server)
+    # private_cmdb first: set up before the fleet, so torn down after it
+    fleet = fleet_factory(zk_server, dsn=private_cmdb)
     docs = await fleet.start_three(own_users=True)
     zombie = fleet.instances["sync-1"]
-    theirs = sorted(share(docs, "sync-1"))
-    await fleet.sim.churn_all(theirs, events=None, rate=100.0, seed=4)  # writes all the time
-    await fleet.until(lambda d: None if all(c["events"] > 0 for c in d["sync-1"]["clusters"])  # type: ignore[index]
-                      else "not writing yet", instances=[zombie])
-    held = await pause(zombie, fleet.dsn, fleet.db_user(1), mid_transaction=True)
+    x = sorted(share(docs, "sync-1"))[0]
+    held = await pause_inside_write(zombie, fleet.sim, fleet.dsn, fleet.db_user(1), x)
     try:
-        assert held  # it sits inside a write transaction, holding its lease row's lock
-        await fleet.sim.stop_churn(theirs)
+        # it sits inside a write transaction, holding its lease row's lock; the server
+        # says so (the transaction is open and holds row locks)
+        assert held and all(t.rows_locked > 0 for t in held)
         # the others take every cluster over within S + a few seconds, as after a clean
         # pause (test_row18_zombie_is_fenced_or_stands_down_then_rejoins)
         await fleet.settled(["sync-0", "sync-2"],

@@ -23,7 +23,7 @@ from scaleout_support import (
     cluster_field,
     masters,
     owners,
-    pause,
+    pause_between_writes,
     share,
 )
 from tcpproxy import TcpProxy
@@ -112,7 +112,7 @@ async def test_row18_zombie_is_fenced_or_stands_down_then_rejoins(fleet: Fleet) 
     await converge(sim, dsn, CLUSTERS)
     old = lease_rows(dsn)
     marks = {n: len(i.lines) for n, i in fleet.instances.items()}
-    await pause(z, dsn, fleet.db_user(1), mid_transaction=False)
+    await pause_between_writes(z, dsn, fleet.db_user(1))
     paused = now()
     await sim.churn_all(CLUSTERS, events=None, rate=10.0, seed=6)  # it misses all of this
 
