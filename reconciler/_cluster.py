@@ -131,6 +131,11 @@ class ClusterReconciler:
         """Records waiting in the sender queues right now."""
         return self._pool.depth
 
+    @property
+    def write_failure(self) -> tuple[float, str] | None:
+        """(loop time since when, last error) while the store keeps refusing writes."""
+        return self._pool.failing
+
     async def wait_synced(self, generation: int = 0) -> int:
         """Wait until more than `generation` full syncs have completed; return the count."""
         async with self._synced:

@@ -63,6 +63,10 @@ class SenderPool:
         self._idle.set()
         self._closed = False
         self._taken: dict[ObjectKey, int] = {}
+        self.failing: tuple[float, str] | None = None
+        """(loop time of the first failure, last error) while writes keep failing; None
+        once one succeeds. What /readyz reports: a CMDB that answers but refuses writes
+        (read-only, disk full) is as unusable as one that does not answer."""
         self.superseded = 0
         self.written = 0
         self.newest_query_at: datetime | None = None
@@ -147,10 +151,13 @@ class SenderPool:
                 self._metrics.inc("batches_total", {**self._labels, "result": "transient"})
                 log.warning("cluster %s: write of %d records failed, retrying: %s",
                             self._cluster, len(batch), exc)
-            except Exception:
+                self._note_failure(loop.time(), str(exc))
+            except Exception as exc:
                 self._metrics.inc("batches_total", {**self._labels, "result": "error"})
                 log.exception("cluster %s: unexpected store failure, retrying", self._cluster)
+                self._note_failure(loop.time(), f"{type(exc).__name__}: {exc}")
             else:
+                self.failing = None
                 self._metrics.observe("batch_duration_seconds", self._labels,
                                       loop.time() - started)
                 self._metrics.inc("batches_total", {**self._labels, "result": "ok"})
@@ -162,6 +169,10 @@ class SenderPool:
                           " sync repairs it", self._cluster, len(batch), attempts)
                 return
             await backoff.sleep()
+
+    def _note_failure(self, now: float, error: str) -> None:
+        since = self.failing[0] if self.failing is not None else now
+        self.failing = (since, error.splitlines()[0] if error else "write failed")
 
     def _committed(self, batch: Sequence[Record], result: ApplyResult) -> None:
         now = self._clock()

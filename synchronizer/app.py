@@ -41,6 +41,9 @@ log = logging.getLogger("synchronizer")
 
 COUNT_INTERVAL = 10.0
 """Seconds between refreshes of the `rows` gauge."""
+WRITE_FAILURE_GRACE = 3.0
+"""Seconds writes may keep failing (a deadlock retried, a failover) before /readyz says the
+CMDB is unusable (TEST-MATRIX row 29: read-only, disk full, refusing every write)."""
 
 
 def utcnow() -> datetime:
@@ -166,14 +169,28 @@ class Instance:
     # -- surfaces -------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once the CMDB is reachable and coordination is joined."""
+        """Ready once the CMDB is reachable and takes writes, and coordination is joined."""
         if self.store_error is not None:
             return False, f"cmdb: {self.store_error}"
+        failing = self.write_failure()
+        if failing is not None:
+            return False, f"cmdb: writes failing: {failing}"
         if not self.coordinator.ready:
             reason = self.part_errors.get("coordination")
             state = self.coordinator.status().state
             return False, f"coordination: {reason}" if reason else f"coordination: {state}"
         return True, "ready"
+
+    def write_failure(self) -> str | None:
+        """The error of writes that have kept failing past the grace period, if any."""
+        now = asyncio.get_running_loop().time()
+        for running in self.controller.clusters.values():
+            sup = running.supervisor
+            for rec in (sup.reconcilers.values() if sup is not None else ()):
+                failing = rec.write_failure
+                if failing is not None and now - failing[0] >= WRITE_FAILURE_GRACE:
+                    return failing[1]
+        return None
 
     async def _count(self, kind: Kind, cluster: ClusterId) -> int:
         store = self._require_store()
