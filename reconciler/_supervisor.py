@@ -15,7 +15,9 @@ it has seen, so an older owner that has not yet read the new assignment cannot t
 cluster back with its lower epoch (see the stores' `release`).
 
 Every stop is bounded: reconcilers get `stop_timeout` to flush, then they are cancelled;
-the release gets a few seconds, then it is abandoned (the lease expires on its own).
+the release gets a few seconds, then it is abandoned (the lease expires on its own). A
+stopping supervisor renews nothing, and a takeover during its flush is a handover (logged
+at info level), not a fencing fault: a rebalance moves clusters between healthy owners.
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ class ClusterSupervisor:
                         for r in self._reconcilers]
                 await self._stop.wait()
                 self.status.phase = Phase.STOPPING
+                if keeper is not None:
+                    # Stopping: no more renewals. The lease stays ours for the rest of its
+                    # lifetime, longer than the flush; a successor that takes it meanwhile
+                    # (with a higher epoch) is a handover, not a fault.
+                    keeper.cancel()
                 for reconciler in self._reconcilers:
                     reconciler.stop()
                 _, late = await asyncio.wait(runs, timeout=self.settings.stop_timeout + 1)
@@ -110,11 +117,15 @@ class ClusterSupervisor:
                     log.warning("cluster %s: %s did not stop in time; cancelling",
                                 self.cluster, task.get_name())
                     task.cancel()
-                if keeper is not None:
-                    keeper.cancel()
         except BaseExceptionGroup as group:
             found = leaves(group)
             fenced = [e for e in found if isinstance(e, Fenced)]
+            if self._stop.is_set() and len(fenced) == len(found):
+                # Fenced while flushing on the way out: the successor already holds the
+                # cluster; what was not written is its to write (its full sync lists it).
+                log.info("cluster %s: handed over while stopping (%s)", self.cluster, fenced[0])
+                self.status.phase = Phase.STOPPED
+                return
             self.status.phase = Phase.FENCED if fenced else Phase.FAILED
             first = (fenced or found)[0]
             self.status.last_error = str(first)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler import ClusterId
@@ -26,7 +26,7 @@ from reconciler._backoff import Backoff
 
 from .clusters import ClusterFactory, table_kinds
 from .cmdb import CmdbStore, open_store
-from .cmdb.api import Groups
+from .cmdb.api import Groups, TombstoneRetention
 from .controller import Controller
 from .coordination import Coordinator, Member, StandaloneCoordinator, ZooKeeperCoordinator
 from .http import HttpProviders, HttpServer
@@ -41,6 +41,10 @@ log = logging.getLogger("synchronizer")
 
 COUNT_INTERVAL = 10.0
 """Seconds between refreshes of the `rows` gauge."""
+RETENTION_EVERY = 600.0
+"""Seconds between two passes of tombstone retention (when `sync.tombstone_retention`)."""
+RETENTION_CHUNK = 5000
+"""Tombstones deleted per statement: short transactions that never hold a table long."""
 WRITE_FAILURE_GRACE = 3.0
 """Seconds writes may keep failing (a deadlock retried, a failover) before /readyz says the
 CMDB is unusable (TEST-MATRIX row 29: read-only, disk full, refusing every write)."""
@@ -114,6 +118,9 @@ class Instance:
                                      name="work"),
                  asyncio.create_task(self._supervised("row counts", self._refresh_counts),
                                      name="counts")]
+        if self.settings.sync.tombstone_retention is not None:
+            tasks.append(asyncio.create_task(
+                self._supervised("tombstone retention", self._retention), name="retention"))
         try:
             await stop.wait()
         finally:
@@ -221,6 +228,26 @@ class Instance:
                                           limit)
         return {"cluster": cluster,
                 "workloads": [{"kind": k, "name": n, "pods": c} for k, n, c in groups]}
+
+    async def _retention(self) -> None:
+        """Remove tombstones older than `sync.tombstone_retention` from owned clusters.
+
+        Off by default (the contract keeps every row). Each instance purges only what it
+        owns, in small chunks, so it never competes with itself for a cluster's rows.
+        """
+        retention = self.settings.sync.tombstone_retention
+        assert retention is not None
+        while True:
+            await asyncio.sleep(RETENTION_EVERY)
+            store = self.store
+            if not isinstance(store, TombstoneRetention):
+                continue
+            before = self.clock() - timedelta(seconds=retention)
+            for cluster in list(self.controller.clusters):
+                for kind in self._kinds(cluster).values():
+                    while await store.purge_tombstones(kind, cluster, before,
+                                                       RETENTION_CHUNK) == RETENTION_CHUNK:
+                        pass
 
     @property
     def pull(self) -> RegistryPull:
