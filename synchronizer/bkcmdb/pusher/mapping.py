@@ -236,7 +236,10 @@ class WantedPod:
             raw_containers=raw, workload_kind=_text(row, "workload_kind"),
             workload_name=_text(row, "workload_name"), set_name=_text(row, "set_name"),
             module_name=_text(row, "module_name"))
-        value = pod.container_fields() if api == "container" else pod._kube_fields()
+        if api == "container":  # where it goes is part of what is pushed
+            value: Any = [pod.container_fields(), pod.set_name, pod.module_name]
+        else:
+            value = pod._kube_fields()
         return replace(pod, digest=digest(value))
 
     # -- api: kube --------------------------------------------------------------------------------

@@ -93,7 +93,8 @@ class KubePlan:
                 + len(self.create_pods))
 
     def pending(self) -> list[Pending]:
-        """Everything not equal yet: every action not taken, and everything waiting."""
+        """Everything not equal yet: every action not taken, and everything waiting; one
+        item per object (a pod to make again is one object, though two actions)."""
         out = list(self.waiting)
         for kind, entries in self.delete.items():
             out += [Pending(kind=kind, uid=e.uid, name=e.name, reason=Reason.RETRY,
@@ -110,7 +111,10 @@ class KubePlan:
                 for kind, w in creates]
         if self.create_cluster or self.delete_cluster:
             out.append(Pending(kind=K.CLUSTER, uid="", name="", reason=Reason.RETRY))
-        return out
+        unique: dict[tuple[str, str], Pending] = {}
+        for item in out:
+            unique.setdefault((item.kind, item.uid), item)
+        return list(unique.values())
 
 
 def pods_workload(namespace: WantedNamespace) -> WantedWorkload:
@@ -194,7 +198,7 @@ class _Planner:
         self.wl_by_key = self._by_name(K.WORKLOAD, self.workloads,
                                        key=lambda w: (w.kind, w.namespace, w.name))
         self.node_by_name = self._by_name(K.NODE, self.nodes)
-        refs = [self._resolve(p) for p in self.pods.values()]
+        refs = [self._resolve(p) for p in self.pods.values() if self._placeable(p)]
         self.need_pods_wl = {uid for kind, uid, _ in refs if kind is K.PODS_WORKLOAD and uid}
         for e in self.ledger.of(K.PODS_WORKLOAD):
             if e.uid in self.need_pods_wl and self._kept_id(K.NAMESPACE, e.uid) \
@@ -225,6 +229,19 @@ class _Planner:
             else:
                 self._keep(e)
                 self.out.update_nodes.append((e, w))
+
+    def _placeable(self, p: WantedPod) -> bool:
+        """Whether the pod is, or can now be, in bk-cmdb (so its `pods` workload is needed:
+        the product makes one only for a namespace with such a pod)."""
+        if not p.started or not p.node_name:
+            return False
+        node = self.node_by_name.get(p.node_name)
+        if node is None:
+            return False
+        if (K.NODE, node.uid) in self.kept:
+            return True
+        return bool(node.internal_ip) and self.hosts.get(node.internal_ip,
+                                                         NOT_LOOKED_UP) is not None
 
     def _ns_uid(self, name: str) -> str:
         ns = self.ns_by_name.get(name)
@@ -357,8 +374,7 @@ class _Planner:
             if self._is_dead(kind, w.uid, w.digest):
                 self._wait(kind, w, Reason.DEAD_LETTER)
             elif ns is None:
-                self._wait(kind, w, Reason.RETRY, f"namespace {w.namespace!r} is not in the "
-                           "tables")
+                self._wait(kind, w, Reason.NO_NAMESPACE)
             elif ns_entry is None:
                 self._wait(kind, w, Reason.RETRY, "after its namespace")
             elif (w.bk_kind, ns_entry.bk_id, w.name) in taken:
@@ -405,7 +421,7 @@ class _Planner:
                 return Reason.NO_NODE, f"node {p.node_name!r} has no host"
             return Reason.RETRY, "after its node"
         if self._ns_uid(p.namespace) == "":
-            return Reason.RETRY, f"namespace {p.namespace!r} is not in the tables"
+            return Reason.NO_NAMESPACE, ""
         if self._parents(p) is None:
             return Reason.RETRY, "after its namespace and workload"
         return None

@@ -65,6 +65,8 @@ class _State:
     dead: dict[EntryKey, DeadLetter] = field(default_factory=dict)
     hosts: dict[str, int | None] = field(default_factory=dict)
     """Node IP → host id (None: no host), as looked up by the current push."""
+    podapi: PodApiPush | None = None
+    """The current push for `api: container` (it knows which pods found no module)."""
 
 
 class Pusher:
@@ -99,7 +101,7 @@ class Pusher:
             mode = PushMode.FULL
         state = self._states.setdefault(target.id, _State(DesiredIndex(target.id, self.api)))
         report = PushReport(cluster=target.id, mode=mode)
-        state.hosts = {}
+        state.hosts, state.podapi = {}, None
         with counting() as count:
             try:
                 if state.ledger is None:
@@ -189,9 +191,9 @@ class Pusher:
     async def _pods(self, target: ClusterTarget, state: _State, report: PushReport,
                     mode: PushMode) -> None:
         assert state.ledger is not None
-        push = PodApiPush(self._client, cluster=target.id, biz_id=target.biz_id,
-                          ledger=state.ledger, desired=state.desired, report=report,
-                          dead=state.dead, removed=target.removed)
+        push = state.podapi = PodApiPush(
+            self._client, cluster=target.id, biz_id=target.biz_id, ledger=state.ledger,
+            desired=state.desired, report=report, dead=state.dead, removed=target.removed)
         if mode is PushMode.FULL:
             await push.repair()
         await push.run(full=mode is PushMode.FULL)
@@ -210,9 +212,11 @@ class Pusher:
             for item in last.pending():
                 report.wait(item)
         else:
-            PodApiPush(self._client, cluster=target.id, biz_id=target.biz_id,
-                       ledger=state.ledger, desired=state.desired, report=report,
-                       dead=state.dead, removed=target.removed).pending()
+            push = state.podapi or PodApiPush(
+                self._client, cluster=target.id, biz_id=target.biz_id, ledger=state.ledger,
+                desired=state.desired, report=report, dead=state.dead, removed=target.removed)
+            push.pending()
+            state.podapi = None
         if not target.removed:
             for (table, uid), problem in sorted(state.desired.bad.items()):
                 report.wait(Pending(kind=str(table), uid=uid, name="", reason=Reason.BAD_ROW,

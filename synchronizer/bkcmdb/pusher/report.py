@@ -40,6 +40,8 @@ class Reason(StrEnum):
     """A node whose internal IP is no host of the cluster's business."""
     NO_NODE = "no_node"
     """A pod whose node is not in bk-cmdb (not scheduled, no host, or not in the tables)."""
+    NO_NAMESPACE = "no_namespace"
+    """A workload or pod whose namespace is not in the tables."""
     NOT_STARTED = "containers_without_id"
     """A pod with a container that has no id yet."""
     NO_MODULE = "no_module"

@@ -18,7 +18,8 @@ When to run next, from the report:
   exponential backoff, `backoff_initial` doubling to `backoff_max`, counted in `attempts`;
 - objects still pending (no host, containers without id, dead letters …): `retry_pending`;
 - equal: `period` — and never later than the next full reconcile.
-A removed cluster whose report says `finished` has its task dropped.
+A removed cluster whose report says `finished` has its task dropped (and is not given a new
+one while `targets` still names it as removed).
 
 Dying is allowed at any moment: a runner that stops without closing leaves the claim to
 expire, and the next taker finishes the job (every push is idempotent). Stopping politely
@@ -95,6 +96,8 @@ class TaskRunner:
         self._rng = rng or random.Random()
         self._job = job
         self._ensured: set[str] = set()
+        self._finished: set[str] = set()
+        """Removed clusters emptied here: no task is made for them again while removed."""
         self._full_due: dict[str, float] = {}
         self._sweep_due: dict[str, float] = {}
         self._closed_token: dict[str, int] = {}
@@ -172,8 +175,18 @@ class TaskRunner:
         for job in list(self._running.values()):
             job.cancel()
 
+    def _wanted(self) -> dict[str, ClusterTarget]:
+        targets = dict(self._targets())
+        for cluster in list(self._finished):
+            target = targets.get(cluster)
+            if target is None or not target.removed:
+                self._finished.discard(cluster)  # back (or gone for good): forget the mark
+            else:
+                del targets[cluster]
+        return targets
+
     async def _sync_targets(self) -> None:
-        targets = self._targets()
+        targets = self._wanted()
         for cluster in sorted(set(targets) - self._ensured):
             await self._queue.ensure(cluster, self._job)
             self._ensured.add(cluster)
@@ -193,7 +206,7 @@ class TaskRunner:
         if self._stopping.is_set():
             return None
         return await self._queue.take(self.owner, self.settings.hold,
-                                      clusters=list(self._targets()))
+                                      clusters=list(self._wanted()))
 
     # -- one task ---------------------------------------------------------------------------------
 
@@ -270,6 +283,7 @@ class TaskRunner:
         if report.finished and target.removed:
             await self._queue.drop(task.cluster, self._job)
             self._ensured.discard(task.cluster)
+            self._finished.add(task.cluster)
             self._forget(task.cluster)
             log.info("cluster %s: removed from bk-cmdb", task.cluster)
             return
