@@ -279,3 +279,36 @@ async def test_run_pushes_again_when_due_and_a_removed_cluster_is_dropped(
     assert not world.sim.model.clusters and board.clusters == {}
     a.stop()
     await loop
+
+
+class FlakyQueue(MemoryTaskQueue):
+    """A task store whose first close fails (a database outage at the worst moment)."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock=clock)
+        self.failures = 1
+        self.closed = asyncio.Event()
+
+    async def close(self, task: Any, **outcome: Any) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the task store is down")
+        self.closed.set()
+        return await super().close(task, **outcome)
+
+
+async def test_a_failed_close_leaves_the_claim_to_expire_and_the_runner_goes_on(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    small_cluster(world.rows)
+    clock = ManualClock()
+    queue = FlakyQueue(clock)
+    a = runner(world, clock, queue)
+    loop = asyncio.create_task(a.run())
+    while queue.failures:
+        await asyncio.sleep(0)
+    assert "could not be closed" in caplog.text and not loop.done()
+    clock.advance(SETTINGS.hold)  # the claim expires; the same runner takes it again
+    await queue.closed.wait()
+    assert task_of(queue).token == 2 and task_of(queue).error == ""
+    a.stop()
+    await loop

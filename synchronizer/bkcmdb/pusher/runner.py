@@ -154,8 +154,14 @@ class TaskRunner:
                 task = None
             if task is None:
                 await self._idle()
-            else:
+                continue
+            try:
                 await self._run(task)
+            except Exception as exc:  # the close failed: the claim expires, someone retries
+                log.error("cluster %s: the push task could not be closed: %s: %s",
+                          task.cluster, type(exc).__name__, exc)
+                self._pusher.forget(task.cluster)
+                self._closed_token.pop(task.cluster, None)
 
     async def _idle(self) -> None:
         woken = asyncio.ensure_future(self._wakeup.wait())
