@@ -80,6 +80,27 @@ class HeldLedger(MemoryLedger):
         await super().write(cluster, upsert=upsert, delete=delete)
 
 
+class WatchedBoard(PushStatusBoard):
+    """A status board a test can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def pushed(self, cluster: str, report: Any, *, at: float) -> None:
+        super().pushed(cluster, report, at=at)
+        self.changed.set()
+
+    def dropped(self, cluster: str) -> None:
+        super().dropped(cluster)
+        self.changed.set()
+
+    async def until(self, condition: Any) -> None:
+        while not condition():
+            self.changed.clear()
+            await self.changed.wait()
+
+
 def runner(world: World, clock: ManualClock, queue: MemoryTaskQueue, owner: str = "a", *,
            pusher: Pusher | None = None, targets: Any = None,
            board: PushStatusBoard | None = None) -> TaskRunner:
@@ -237,11 +258,10 @@ async def test_stop_lets_a_push_finish_within_the_grace_then_interrupts(world: W
     pusher = Pusher(client=world.client, desired=desired, ledger=world.ledger)
     clock = ManualClock()
     queue = MemoryTaskQueue(clock=clock)
-    board = PushStatusBoard()
+    board = WatchedBoard()
     a = runner(world, clock, queue, pusher=pusher, board=board)
     loop = asyncio.create_task(a.run())
-    while not board.clusters:  # the first push, then the workers idle on the clock
-        await asyncio.sleep(0)
+    await board.until(lambda: board.clusters)  # the first push; then workers idle
     clock.advance(SETTINGS.period)
     desired.gate.armed = True
     await desired.gate.reached.wait()
@@ -262,20 +282,18 @@ async def test_run_pushes_again_when_due_and_a_removed_cluster_is_dropped(
     targets = {"c1": world.target()}
     clock = ManualClock()
     queue = MemoryTaskQueue(clock=clock)
-    board = PushStatusBoard()
+    board = WatchedBoard()
     a = runner(world, clock, queue, targets=lambda: targets, board=board)
     loop = asyncio.create_task(a.run())
-    while board.clusters.get("c1") is None:
-        await asyncio.sleep(0)
+    await board.until(lambda: "c1" in board.clusters)
     world.rows.pod("default", "late", node="n1")
     clock.advance(SETTINGS.period)
-    while board.clusters["c1"].pushes < 2:
-        await asyncio.sleep(0)
+    await board.until(lambda: board.clusters["c1"].pushes == 2)
     assert world.actual() == world.expected()
     targets["c1"] = ClusterTarget(id="c1", biz_id=world.target().biz_id, removed=True)
     clock.advance(SETTINGS.period)
-    while ("c1", PUSH_JOB) in queue.tasks:
-        await asyncio.sleep(0)
+    await board.until(lambda: "c1" not in board.clusters)
+    assert ("c1", PUSH_JOB) not in queue.tasks
     assert not world.sim.model.clusters and board.clusters == {}
     a.stop()
     await loop
@@ -287,11 +305,13 @@ class FlakyQueue(MemoryTaskQueue):
     def __init__(self, clock: ManualClock) -> None:
         super().__init__(clock=clock)
         self.failures = 1
+        self.failed = asyncio.Event()
         self.closed = asyncio.Event()
 
     async def close(self, task: Any, **outcome: Any) -> bool:
         if self.failures:
             self.failures -= 1
+            self.failed.set()
             raise ConnectionError("the task store is down")
         self.closed.set()
         return await super().close(task, **outcome)
@@ -304,8 +324,7 @@ async def test_a_failed_close_leaves_the_claim_to_expire_and_the_runner_goes_on(
     queue = FlakyQueue(clock)
     a = runner(world, clock, queue)
     loop = asyncio.create_task(a.run())
-    while queue.failures:
-        await asyncio.sleep(0)
+    await queue.failed.wait()  # the worker logged it before it next yielded
     assert "could not be closed" in caplog.text and not loop.done()
     clock.advance(SETTINGS.hold)  # the claim expires; the same runner takes it again
     await queue.closed.wait()
