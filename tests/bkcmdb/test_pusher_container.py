@@ -9,9 +9,17 @@ from typing import Any
 
 import orjson
 from bkcmdb_support import BIZ, OTHER_BIZ, FakeTime
-from pusher_support import Rows, World
+from pusher_support import ManualClock, Rows, World
 
-from synchronizer.bkcmdb.pusher import ObjectKind, PushMode, Reason, Table
+from synchronizer.bkcmdb.pusher import (
+    PUSH_JOB,
+    MemoryTaskQueue,
+    ObjectKind,
+    PushMode,
+    Reason,
+    Table,
+    TaskRunner,
+)
 
 K = ObjectKind.CONTAINER_POD
 
@@ -92,6 +100,16 @@ async def test_a_business_without_the_default_module_blocks_only_its_cluster(
     assert report.created == {K: 1} and report.pending == {Reason.NO_MODULE: 2}
     assert set(pods_of(pod_world, "c2")) == {"own"}
     assert pod_world.sim.stats.requests["search_biz_inst_topo"] == 2, "one tree per business"
+    clock = ManualClock()
+    queue = MemoryTaskQueue(clock=clock)
+    runner = TaskRunner(pusher=pod_world.pusher, queue=queue, owner="a", clock=clock,
+                        sleep=clock.sleep, targets=lambda: {"c2": pod_world.target(
+                            "c2", biz_id=OTHER_BIZ)})
+    (report,) = await runner.run_once()
+    task = queue.tasks[("c2", PUSH_JOB)]
+    assert "has no module bkbcs/bkbcs" in task.error and task.pending == 2
+    assert (task.attempts, task.next_start) == (0, clock.now + runner.settings.retry_pending), \
+        "no backoff: the cluster's other pods keep syncing"
     module(pod_world, OTHER_BIZ, "bkbcs", "bkbcs")
     fake_time.now += 31  # the topology cache refreshes a business at most every 30 s
     report = await pod_world.push(cluster="c2", biz_id=OTHER_BIZ)

@@ -140,7 +140,7 @@ class PodApiPush:
             self._unplaced.add(p.uid)
             if self._no_module is None:
                 self._no_module = exc
-                self._report.error = PushError.of(exc, transient=False)
+                self._report.error = PushError.of(exc, transient=False, stopped=False)
                 log.error("cluster %s: %s", self._cluster, exc)
             return None
 

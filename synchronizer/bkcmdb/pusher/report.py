@@ -96,15 +96,18 @@ class PushError:
     code: int | None = None
     endpoint: str = ""
     transient: bool = True
+    stopped: bool = True
+    """The push ended here (retry with backoff); False: only some objects wait for it (a
+    business without the default module), and the push went on with the rest."""
 
     @classmethod
-    def of(cls, exc: BaseException, *, transient: bool) -> PushError:
+    def of(cls, exc: BaseException, *, transient: bool, stopped: bool = True) -> PushError:
         """From an exception (bk-cmdb's code and endpoint when it has them)."""
         if isinstance(exc, BkCmdbError):
             return cls(kind=type(exc).__name__, message=str(exc), code=exc.code,
-                       endpoint=exc.endpoint, transient=transient)
+                       endpoint=exc.endpoint, transient=transient, stopped=stopped)
         return cls(kind=type(exc).__name__, message=" ".join(str(exc).split()) or repr(exc),
-                   transient=transient)
+                   transient=transient, stopped=stopped)
 
 
 @dataclass(slots=True, kw_only=True)

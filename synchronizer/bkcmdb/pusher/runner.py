@@ -14,8 +14,10 @@ the first after another instance held the task (the token the claim carries is n
 after ours): whatever happened meanwhile, the ledger cache is dropped and bk-cmdb is listed.
 
 When to run next, from the report:
-- an error (transient, or a whole-cluster one such as bad credentials): jittered
-  exponential backoff, `backoff_initial` doubling to `backoff_max`, counted in `attempts`;
+- an error that stopped the push (transient, or a whole-cluster one such as bad
+  credentials): jittered exponential backoff, `backoff_initial` doubling to `backoff_max`,
+  counted in `attempts`; an error that only made some objects wait (a business without
+  the default module) is reported but scheduled like pending objects;
 - objects still pending (no host, containers without id, dead letters …): `retry_pending`;
 - equal: `period` — and never later than the next full reconcile.
 A removed cluster whose report says `finished` has its task dropped (and is not given a new
@@ -281,7 +283,7 @@ class TaskRunner:
                       report: PushReport) -> None:
         s = self.settings
         now = self._clock()
-        if report.error is None:
+        if report.error is None or not report.error.stopped:
             if mode is PushMode.FULL:
                 self._full_due[task.cluster] = now + s.interval
             if mode is not PushMode.INCREMENTAL:
@@ -293,7 +295,7 @@ class TaskRunner:
             self._forget(task.cluster)
             log.info("cluster %s: removed from bk-cmdb", task.cluster)
             return
-        if report.error is not None:
+        if report.error is not None and report.error.stopped:
             attempts = task.attempts + 1
             next_start = now + self.backoff(attempts)
         else:
