@@ -5,6 +5,8 @@ queue), ambiguous creates adopted, permanent refusals dead-lettered while the re
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bkcmdb_support import BIZ, FakeTime, settings_for
 from pusher_support import ManualClock, Rows, World
@@ -12,6 +14,7 @@ from pusher_support import ManualClock, Rows, World
 from synchronizer.bkcmdb import BkCmdbClient
 from synchronizer.bkcmdb.pusher import (
     PUSH_JOB,
+    MemoryDesiredState,
     MemoryTaskQueue,
     ObjectKind,
     Pusher,
@@ -233,3 +236,19 @@ async def test_bad_credentials_stop_the_push_without_dead_letters(world: World,
     assert not report.error.transient and report.dead_letters == []
     assert report.requests == 1 and report.pending_total > 0
     assert "wrong" not in report.summary() and sim.stats.rejected_auth == 1
+
+
+class DownTables(MemoryDesiredState):
+    """The CMDB store is unreachable."""
+
+    async def rows(self, cluster: str, table: Table) -> Sequence[Mapping[str, Any]]:
+        raise ConnectionError("Lost connection to MySQL server during query")
+
+
+async def test_an_unreachable_store_ends_the_push_with_an_error_not_a_crash(
+        world: World) -> None:
+    pusher = Pusher(client=world.client, desired=DownTables(), ledger=world.ledger)
+    report = await pusher.push(world.target(), mode=PushMode.SWEEP)
+    assert report.error is not None and report.error.transient
+    assert report.error.kind == "ConnectionError" and "Lost connection" in report.error.message
+    assert report.requests == 0 and world.requests() == 0

@@ -124,7 +124,8 @@ class Pusher:
                 log.error("cluster %s: push stopped: %s", target.id, exc)
             except Exception as exc:  # a store's failure: retried like an outage
                 report.error = PushError.of(exc, transient=True)
-                log.exception("cluster %s: push failed", target.id)
+                log.error("cluster %s: push failed: %s: %s", target.id, type(exc).__name__,
+                          exc, exc_info=log.isEnabledFor(logging.DEBUG))
             report.requests = count.requests
         if state.ledger is not None:
             self._pending(target, state, report)
