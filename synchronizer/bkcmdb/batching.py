@@ -9,7 +9,9 @@
   whole batch with 1199014 and says only which key clashed. On that answer the chunk's keys
   are looked up, the existing objects are adopted (their ids returned as if created) and the
   rest is created again; a second clash means someone else is creating the same objects
-  concurrently, and is raised.
+  concurrently, and is raised. A caller that must know which objects were adopted rather
+  than made (the pusher checks an adopted object's fields, since it may be a stale leftover)
+  passes `adopted`, a dict that receives the found records by key.
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ class Keyed(Protocol[K]):
         ...
 
 
+class Identified(Protocol):
+    """A record bk-cmdb answered, with its id."""
+
+    @property
+    def id(self) -> int:
+        """bk-cmdb's id."""
+        ...
+
+
 S = TypeVar("S", bound=Keyed[Any])
+R = TypeVar("R", bound=Identified)
 
 
 def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
@@ -99,20 +111,25 @@ def unique_by_key(specs: Iterable[S]) -> list[S]:
 
 async def create_all(specs: Iterable[S], *, limit: int,
                      send: Callable[[Sequence[S]], Awaitable[list[int]]],
-                     find: Callable[[Sequence[S]], Awaitable[Mapping[Any, int]]],
-                     what: str) -> dict[Any, int]:
-    """Create `specs` in chunks of `limit`; existing ones are adopted. Returns key → id."""
+                     find: Callable[[Sequence[S]], Awaitable[Mapping[Any, R]]],
+                     what: str, adopted: dict[Any, R] | None = None) -> dict[Any, int]:
+    """Create `specs` in chunks of `limit`; existing ones are adopted. Returns key → id.
+
+    `adopted`, if given, receives the records of the objects that already existed.
+    """
     created: dict[Any, int] = {}
     for chunk in chunks(unique_by_key(specs), limit):
         try:
             ids = await send(chunk)
         except DuplicateError as exc:
             existing = await find(chunk)
-            adopted = {spec.key: existing[spec.key] for spec in chunk if spec.key in existing}
-            log.info("%s: %d of %d already exist (%s); adopting them", what, len(adopted),
+            found = {spec.key: existing[spec.key] for spec in chunk if spec.key in existing}
+            log.info("%s: %d of %d already exist (%s); adopting them", what, len(found),
                      len(chunk), exc.message)
-            created.update(adopted)
-            rest = [spec for spec in chunk if spec.key not in adopted]
+            created.update((key, record.id) for key, record in found.items())
+            if adopted is not None:
+                adopted.update(found)
+            rest = [spec for spec in chunk if spec.key not in found]
             if not rest:
                 continue
             ids, chunk = await send(rest), rest

@@ -65,6 +65,15 @@ class ContainerApi:
 
     async def create_pod(self, biz_id: int, fields: Mapping[str, Any]) -> int:
         """Create one pod; if its key exists already, adopt it (idempotent). Returns its id."""
+        pod_id, _ = await self.ensure_pod(biz_id, fields)
+        return pod_id
+
+    async def ensure_pod(self, biz_id: int, fields: Mapping[str, Any]) -> tuple[int, bool]:
+        """Create one pod, or find the one with its key: `(id, adopted)`.
+
+        `adopted` is True when the pod existed already; its fields may then be stale (a
+        leftover of an earlier run), so a caller that cares updates it.
+        """
         try:
             data = await self._t.call(CREATE_POD, {"pod": dict(fields)}, params={"biz": biz_id},
                                       write=True)
@@ -74,11 +83,11 @@ class ContainerApi:
             found = [p for p in await self.list_pods(biz_id, key[0]) if p.key == key]
             if not found:
                 raise
-            return found[0].id
+            return found[0].id, True
         created = data.get("created") if isinstance(data, Mapping) else None
         if not isinstance(created, Mapping) or not isinstance(created.get("id"), int):
             raise RejectedError(CREATE_POD.name, "the answer has no created id")
-        return int(created["id"])
+        return int(created["id"]), False
 
     async def update_pod(self, biz_id: int, key: ContainerPodKey,
                          data: Mapping[str, Any]) -> int:

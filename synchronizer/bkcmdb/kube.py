@@ -149,19 +149,20 @@ class KubeApi:
                                     write=True)
         return _ids(answer, CREATE_NAMESPACES.name)
 
-    async def create_namespaces(self, biz_id: int,
-                                specs: Iterable[NamespaceSpec]) -> dict[NamespaceKey, int]:
-        """Create namespaces (existing ones adopted); `{(cluster_id, name): id}`."""
-        async def find(chunk: Sequence[NamespaceSpec]) -> dict[Any, int]:
+    async def create_namespaces(
+            self, biz_id: int, specs: Iterable[NamespaceSpec], *,
+            adopted: dict[NamespaceKey, KubeNamespace] | None = None) -> dict[NamespaceKey, int]:
+        """Create namespaces (existing ones adopted, into `adopted`); `{(cluster_id, name): id}`."""
+        async def find(chunk: Sequence[NamespaceSpec]) -> dict[Any, KubeNamespace]:
             found = {}
             for cluster in {s.cluster_id for s in chunk}:
                 names = [s.name for s in chunk if s.cluster_id == cluster]
-                found.update({n.key: n.id for n in await self.list_namespaces(
+                found.update({n.key: n for n in await self.list_namespaces(
                     biz_id, cluster, names=names)})
             return found
         return await create_all(
             specs, limit=self._batch(codes.MAX_NAMESPACES), find=find, what="namespaces",
-            send=lambda chunk: self.batch_create_namespaces(biz_id, chunk))
+            send=lambda chunk: self.batch_create_namespaces(biz_id, chunk), adopted=adopted)
 
     async def list_namespaces(self, biz_id: int, cluster_id: int, *,
                               names: Iterable[str] | None = None) -> list[KubeNamespace]:
@@ -193,18 +194,19 @@ class KubeApi:
                                     write=True)
         return _ids(answer, CREATE_NODES.name)
 
-    async def create_nodes(self, biz_id: int, specs: Iterable[NodeSpec]) -> dict[NodeKey, int]:
-        """Create nodes (existing ones adopted); `{(cluster_id, name): id}`."""
-        async def find(chunk: Sequence[NodeSpec]) -> dict[Any, int]:
+    async def create_nodes(self, biz_id: int, specs: Iterable[NodeSpec], *,
+                           adopted: dict[NodeKey, KubeNode] | None = None) -> dict[NodeKey, int]:
+        """Create nodes (existing ones adopted, into `adopted`); `{(cluster_id, name): id}`."""
+        async def find(chunk: Sequence[NodeSpec]) -> dict[Any, KubeNode]:
             found = {}
             for cluster in {s.cluster_id for s in chunk}:
                 names = [s.name for s in chunk if s.cluster_id == cluster]
-                found.update({n.key: n.id for n in await self.list_nodes(
+                found.update({n.key: n for n in await self.list_nodes(
                     biz_id, cluster, names=names)})
             return found
         return await create_all(
             specs, limit=self._batch(codes.MAX_NODES), find=find, what="nodes",
-            send=lambda chunk: self.batch_create_nodes(biz_id, chunk))
+            send=lambda chunk: self.batch_create_nodes(biz_id, chunk), adopted=adopted)
 
     async def list_nodes(self, biz_id: int, cluster_id: int, *,
                          names: Iterable[str] | None = None) -> list[KubeNode]:
@@ -244,26 +246,30 @@ class KubeApi:
                                     params={"kind": _kind(kind)}, write=True)
         return _ids(answer, CREATE_WORKLOADS.name)
 
-    async def create_workloads(self, biz_id: int,
-                               specs: Iterable[WorkloadSpec]) -> dict[WorkloadKey, int]:
-        """Create workloads of any kinds (existing ones adopted); `{(kind, ns_id, name): id}`."""
+    async def create_workloads(
+            self, biz_id: int, specs: Iterable[WorkloadSpec], *,
+            adopted: dict[WorkloadKey, KubeWorkload] | None = None) -> dict[WorkloadKey, int]:
+        """Create workloads of any kinds (existing ones adopted, into `adopted`);
+        `{(kind, ns_id, name): id}`."""
         by_kind: dict[str, list[WorkloadSpec]] = {}
         for spec in specs:
             by_kind.setdefault(_kind(spec.kind), []).append(spec)
         created: dict[WorkloadKey, int] = {}
         for kind, group in by_kind.items():
-            async def find(chunk: Sequence[WorkloadSpec], kind: str = kind) -> dict[Any, int]:
+            async def find(chunk: Sequence[WorkloadSpec],
+                           kind: str = kind) -> dict[Any, KubeWorkload]:
                 found = {}
                 for ns in {s.namespace_id for s in chunk}:
                     names = [s.name for s in chunk if s.namespace_id == ns]
-                    found.update({w.key: w.id for w in await self.list_workloads(
+                    found.update({w.key: w for w in await self.list_workloads(
                         biz_id, kind, namespace_id=ns, names=names)})
                 return found
 
             async def send(chunk: Sequence[WorkloadSpec], kind: str = kind) -> list[int]:
                 return await self.batch_create_workloads(biz_id, kind, chunk)
             created.update(await create_all(group, limit=self._batch(codes.MAX_WORKLOADS),
-                                            find=find, send=send, what=f"{kind} workloads"))
+                                            find=find, send=send, what=f"{kind} workloads",
+                                            adopted=adopted))
         return created
 
     async def list_workloads(self, biz_id: int, kind: str, *, cluster_id: int | None = None,
@@ -318,19 +324,20 @@ class KubeApi:
         body = {"data": [{"bk_biz_id": biz, "pods": pods} for biz, pods in groups.items()]}
         return _ids(await self._t.call(CREATE_PODS, body, write=True), CREATE_PODS.name)
 
-    async def create_pods(self, specs: Iterable[PodSpec]) -> dict[PodKey, int]:
-        """Create pods (existing ones adopted); `{(ref_kind, ref_id, name): id}`."""
+    async def create_pods(self, specs: Iterable[PodSpec], *,
+                          adopted: dict[PodKey, KubePod] | None = None) -> dict[PodKey, int]:
+        """Create pods (existing ones adopted, into `adopted`); `{(ref_kind, ref_id, name): id}`."""
         ordered = sorted(specs, key=lambda s: s.biz_id)
 
-        async def find(chunk: Sequence[PodSpec]) -> dict[Any, int]:
+        async def find(chunk: Sequence[PodSpec]) -> dict[Any, KubePod]:
             found = {}
             for biz, cluster in {(s.biz_id, s.cluster_id) for s in chunk}:
                 names = [s.name for s in chunk if (s.biz_id, s.cluster_id) == (biz, cluster)]
-                found.update({p.key: p.id for p in await self.list_pods(
+                found.update({p.key: p for p in await self.list_pods(
                     biz, cluster, names=names)})
             return found
         return await create_all(ordered, limit=self._batch(codes.MAX_PODS), find=find,
-                                send=self.batch_create_pods, what="pods")
+                                send=self.batch_create_pods, what="pods", adopted=adopted)
 
     async def list_pods(self, biz_id: int, cluster_id: int, *,
                         names: Iterable[str] | None = None) -> list[KubePod]:

@@ -12,7 +12,9 @@ call, read `data`". A call:
 4. otherwise raises the class `errors.classify` picks, and retries transient ones with full-
    jitter exponential backoff, never waiting less than the server's `Retry-After` (or the
    gateway's `X-Bkapi-RateLimit-Reset`), up to `max_attempts`;
-5. reports every attempt to the observer as (endpoint name, outcome, seconds).
+5. reports every attempt to the observer as (endpoint name, outcome, seconds), and counts it
+   in the innermost `counting()` block of the calling task (a context variable, so pushes of
+   several clusters sharing one client each count their own requests).
 
 A create whose connection breaks after it was sent is not retried: it raises
 `AmbiguousWriteError`, and the caller re-lists to learn whether it happened (a blind retry
@@ -29,7 +31,9 @@ import asyncio
 import email.utils
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -62,6 +66,27 @@ OUTCOMES: dict[type[BkCmdbError], str] = {
     RejectedError: "rejected",
 }
 """The `status` label of each outcome: a small fixed set, never a URL or an id."""
+
+
+@dataclass(slots=True)
+class RequestCount:
+    """Attempts sent to bk-cmdb inside one `counting()` block."""
+
+    requests: int = 0
+
+
+_COUNT: ContextVar[RequestCount | None] = ContextVar("bkcmdb_request_count", default=None)
+
+
+@contextmanager
+def counting() -> Iterator[RequestCount]:
+    """Count the attempts this task (and tasks it starts) sends while the block runs."""
+    count = RequestCount()
+    token = _COUNT.set(count)
+    try:
+        yield count
+    finally:
+        _COUNT.reset(token)
 
 
 class RequestObserver(Protocol):
@@ -173,6 +198,9 @@ class Transport:
             return data
 
     def _observe(self, endpoint: Endpoint, status: str, start: float) -> None:
+        count = _COUNT.get()
+        if count is not None:
+            count.requests += 1
         duration = max(0.0, self._clock() - start)
         log.debug("bk-cmdb %s: %s in %.3fs", endpoint.name, status, duration)
         if self._observer is not None:

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from bkcmdb_support import SECRET, FakeTime, Observed, seed, settings_for
+from pusher_support import Rows, World
 
 from synchronizer.bkcmdb import BkCmdbClient
+from synchronizer.bkcmdb.pusher import MemoryDesiredState, MemoryLedger, Pusher
 from synchronizer.bkcmdb.simulator import AuthConfig, BkCmdbSimulator
 
 
@@ -45,3 +47,27 @@ async def cmdb(sim: BkCmdbSimulator, fake_time: FakeTime,
                           sleep=fake_time.sleep)
     async with client:
         yield client
+
+
+@pytest.fixture
+async def world(sim: BkCmdbSimulator, fake_time: FakeTime) -> AsyncIterator[World]:
+    """A pusher for `api: kube` on `sim`, with in-memory tables and ledger."""
+    async with BkCmdbClient(settings_for(sim, max_attempts=2), clock=fake_time.clock,
+                            sleep=fake_time.sleep) as client:
+        desired = MemoryDesiredState()
+        ledger = MemoryLedger()
+        yield World(sim=sim, client=client, desired=desired, ledger=ledger,
+                    pusher=Pusher(client=client, desired=desired, ledger=ledger),
+                    rows=Rows("c1", desired))
+
+
+@pytest.fixture
+async def pod_world(sim: BkCmdbSimulator, fake_time: FakeTime) -> AsyncIterator[World]:
+    """The same, for `api: container`."""
+    async with BkCmdbClient(settings_for(sim, api="container", max_attempts=2),
+                            clock=fake_time.clock, sleep=fake_time.sleep) as client:
+        desired = MemoryDesiredState()
+        ledger = MemoryLedger()
+        yield World(sim=sim, client=client, desired=desired, ledger=ledger,
+                    pusher=Pusher(client=client, desired=desired, ledger=ledger),
+                    rows=Rows("c1", desired))
