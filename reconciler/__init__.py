@@ -29,6 +29,7 @@ from ._protocols import Clock, Leases, Metrics, Runnable, Source, Store
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
 from ._supervisor import ClusterSupervisor, SupervisorStatus
+from ._writer import MultiStore, Scope, WriteGroup, Writer, WriterSettings
 from ._types import (
     ApplyResult,
     Bookmark,
@@ -58,6 +59,7 @@ __all__ = [
     "Fenced",
     "Leases",
     "Metrics",
+    "MultiStore",
     "NullMetrics",
     "ObjectKey",
     "Page",
@@ -69,6 +71,7 @@ __all__ = [
     "Record",
     "Refused",
     "Runnable",
+    "Scope",
     "Source",
     "SourceError",
     "SourceUnavailable",
@@ -79,6 +82,9 @@ __all__ = [
     "StoreError",
     "SupervisorStatus",
     "Transient",
+    "WriteGroup",
+    "Writer",
+    "WriterSettings",
     "canonical",
     "checksum",
 ]

@@ -183,3 +183,35 @@ async def test_dead_letters_name_the_kind(cmdb):
     (letter,) = await cmdb.dead_letters(CLUSTER)
     assert (letter["kind"], letter["uid"]) == ("nodes", "n1")
     assert datetime.now(UTC) - letter["at"] < timedelta(hours=1)
+
+
+async def test_one_transaction_for_many_clusters_and_kinds_each_fenced_alone(cmdb):
+    """The writer's batches span clusters (issue "Fleet scale"): each group's result is
+    exact, and a cluster whose lease another owner holds is refused alone."""
+    from reconciler import Fence, Fenced, WriteGroup
+
+    mine, theirs = Fence(owner="me", epoch=3), Fence(owner="me", epoch=2)
+    assert await cmdb.acquire("a", mine, 30)
+    assert await cmdb.acquire("b", Fence(owner="other", epoch=9), 30)
+    assert await cmdb.acquire("c", mine, 30)
+    pods, nodes = cmdb.table(PODS), cmdb.table(NODES)
+    await pods.apply("a", [record(PODS, "a-p0", 1, name="old")])
+    groups = [
+        WriteGroup("a", pods, mine, [record(PODS, "a-p0", 2, name="new"),
+                                     record(PODS, "a-p1", 2, name="x")]),
+        WriteGroup("a", nodes, mine, [record(NODES, "a-n0", 2, name="n")]),
+        WriteGroup("b", pods, theirs, [record(PODS, "b-p0", 2, name="y")]),
+        WriteGroup("c", pods, mine, [record(PODS, "a-p0", 1, name="old")]),  # another cluster
+        WriteGroup("c", nodes, None, [record(NODES, "c-n0", 5, name="m")]),
+    ]
+    out = await cmdb.apply_groups(groups)
+    assert out[0] == ApplyResult(written=2) and out[1] == ApplyResult(written=1)
+    assert isinstance(out[2], Fenced) and "other epoch 9" in str(out[2])
+    assert out[3] == ApplyResult(written=1) and out[4] == ApplyResult(written=1)
+    assert await pods.rows("b") == []
+    assert {r["name"] for r in await pods.rows("a")} == {"new", "x"}
+    # a row the database refuses: every group falls back, the row is dead-lettered alone
+    bad = [WriteGroup("a", nodes, mine, [record(NODES, "a-n1", 3, name="z" * 300)]),
+           WriteGroup("c", pods, mine, [record(PODS, "c-p9", 3, name="fine")])]
+    out = await cmdb.apply_groups(bad)
+    assert [k for k, _ in out[0].rejected] == ["a-n1"] and out[1] == ApplyResult(written=1)
