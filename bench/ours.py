@@ -55,6 +55,7 @@ from reconciler import (
     ReconcilerSettings,
     Record,
     Stamp,
+    Unchanged,
 )
 from synchronizer.cmdb import CmdbStore, KindTable, open_store
 from synchronizer.kinds import PODS
@@ -101,9 +102,9 @@ class ObservedSource:
         self.events = 0
         self.first_event = None
 
-    def list(self) -> AsyncIterator[Page]:
+    def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
         """The inner source's list."""
-        return self.inner.list()
+        return self.inner.list(unchanged)
 
     async def watch(self, since: int) -> AsyncIterator[Event]:
         """The inner source's watch, observed."""

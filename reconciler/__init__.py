@@ -29,7 +29,6 @@ from ._protocols import Clock, Leases, Metrics, Runnable, Source, Store
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
 from ._supervisor import ClusterSupervisor, SupervisorStatus
-from ._writer import MultiStore, Scope, WriteGroup, Writer, WriterSettings
 from ._types import (
     ApplyResult,
     Bookmark,
@@ -42,7 +41,9 @@ from ._types import (
     Record,
     Stamp,
     State,
+    Unchanged,
 )
+from ._writer import MultiStore, Scope, WriteGroup, Writer, WriterSettings
 
 __all__ = [
     "TOMBSTONE",
@@ -82,6 +83,7 @@ __all__ = [
     "StoreError",
     "SupervisorStatus",
     "Transient",
+    "Unchanged",
     "WriteGroup",
     "Writer",
     "WriterSettings",

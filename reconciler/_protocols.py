@@ -12,7 +12,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ._types import ApplyResult, ClusterId, Event, Fence, ObjectKey, Page, Record, Stamp
+from ._types import (
+    ApplyResult,
+    ClusterId,
+    Event,
+    Fence,
+    ObjectKey,
+    Page,
+    Record,
+    Stamp,
+    Unchanged,
+)
 
 
 class Source(Protocol):
@@ -23,8 +33,12 @@ class Source(Protocol):
     engine deletes nothing on the strength of a partial list.
     """
 
-    def list(self) -> AsyncIterator[Page]:
-        """Yield the pages of one consistent list; each page carries the list's version."""
+    def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
+        """Yield the pages of one consistent list; each page carries the list's version.
+
+        With `unchanged`, an object it vouches for (key, version) may be put in the page's
+        `held` keys instead of its records; a source that cannot tell cheaply ignores it.
+        """
         ...
 
     def watch(self, since: int) -> AsyncIterator[Event]:

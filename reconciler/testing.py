@@ -28,6 +28,7 @@ from ._types import (
     Record,
     Stamp,
     State,
+    Unchanged,
 )
 
 
@@ -158,6 +159,7 @@ class MemorySource:
         self.history: list[_Change] = []
         self.compacted = 0
         self.lists = 0
+        self.vouched = 0
         self.watches = 0
         self.fail_list_after_pages: int | None = None
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -214,8 +216,9 @@ class MemorySource:
 
     # -- Source ---------------------------------------------------------------------------
 
-    async def list(self) -> AsyncIterator[Page]:
-        """Pages of a snapshot taken at call time."""
+    async def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
+        """Pages of a snapshot taken at call time; objects `unchanged` vouches for are held
+        without a record (counted in `vouched`)."""
         self.lists += 1
         version = self.version
         items = sorted(self.objects.items())
@@ -224,8 +227,12 @@ class MemorySource:
                 self.fail_list_after_pages = None
                 raise Expired("continue token expired")
             chunk = items[start:start + self.page_size]
-            records = [self._record(_Change("ADDED", k, v, f)) for k, (v, f) in chunk]
-            yield Page(version=version, records=records)
+            held = [k for k, (v, _) in chunk if unchanged is not None and unchanged(k, v)]
+            self.vouched += len(held)
+            skip = set(held)
+            records = [self._record(_Change("ADDED", k, v, f))
+                       for k, (v, f) in chunk if k not in skip]
+            yield Page(version=version, records=records, held=tuple(held))
             await asyncio.sleep(0)
 
     async def wait_watches(self, n: int = 1) -> None:
