@@ -10,6 +10,12 @@ kinds and runs their reconcilers under it, and the fence it was given only trave
 each write. An instance may share a semaphore that bounds how many full syncs run at once,
 so hundreds of clusters started together do not all list and write at the same moment.
 
+A full sync that finds the list's version below the newest stored version knows the
+cluster was rebuilt or its etcd restored: every listed version would be refused as stale.
+It raises the alarm (an error line, `version_resets_total`), resets the versions of the
+cluster's rows to 0 under the fence, and writes every listed object afresh (tombstoning
+the rest as usual); from then on the rows follow the new incarnation's versions.
+
 A full sync after the first successful one of a run lets the source skip objects whose
 stored row is at exactly the listed version with an intact checksum (`Unchanged`): this
 run has already projected or verified every such row with the same projection, so only
@@ -332,14 +338,31 @@ class ClusterReconciler:
         try:
             await scope.drained()
             stored = await self._store.load_index(self.cluster)
-            seen: set[ObjectKey] = set()
-            vouch = _vouch(stored) if self._verified else None
-            async for page in self._source.list(vouch):
-                list_version = page.version
-                seen.update(page.held)
-                for record in changes(page.records, stored, seen):
-                    upserts += 1
-                    await scope.put(record)
+            newest = max((stamp.version for stamp in stored.values()), default=0)
+            while True:
+                seen: set[ObjectKey] = set()
+                vouch = _vouch(stored) if self._verified else None
+                backwards: int | None = None
+                pages = self._source.list(vouch)
+                try:
+                    async for page in pages:
+                        if list_version is None and page.version < newest:
+                            backwards = page.version
+                            break
+                        list_version = page.version
+                        seen.update(page.held)
+                        for record in changes(page.records, stored, seen):
+                            upserts += 1
+                            await scope.put(record)
+                finally:
+                    close = getattr(pages, "aclose", None)
+                    if close is not None:
+                        await close()
+                if backwards is None:
+                    break
+                await self._reset_versions(backwards, newest)
+                stored = await self._store.load_index(self.cluster)
+                newest = 0
             if list_version is None:
                 raise SourceUnavailable("the list returned no page")
             listed = len(seen)
@@ -384,6 +407,20 @@ class ClusterReconciler:
             self._generation += 1
             self._synced.notify_all()
         self._mark_progress(list_version)
+
+    async def _reset_versions(self, listed: int, newest: int) -> None:
+        """The cluster's versions went backwards: alert, then reset the rows' versions
+        (fenced) so that the list about to be written in full is not refused as stale."""
+        log.error("%s: versions went backwards (the list is at version %d, stored rows reach"
+                  " %d): the cluster was rebuilt or its etcd restored; resetting its rows'"
+                  " versions and rewriting every row from a new list", self._name, listed,
+                  newest)
+        self._metrics.inc("version_resets_total", self._labels)
+        self.status.version_resets += 1
+        self._seen_version = 0  # progress is counted in the new incarnation's versions
+        self.scope.forget_versions()
+        rows = await self._store.reset_versions(self.cluster, fence=self._fence)
+        log.warning("%s: versions of %d rows reset to 0", self._name, rows)
 
     async def _announce_list(self, index: int, version: int) -> None:
         """A list is complete: the watch may start (or restart) from its version."""

@@ -73,6 +73,19 @@ class Store(Protocol):
         ...
 
 
+    async def reset_versions(self, cluster: ClusterId, *, fence: Fence | None = None) -> int:
+        """Set the version of every row of `cluster` (Deleted ones too) to 0 and empty the
+        checksum of its Active rows; return how many rows there were. One transaction,
+        fenced like `apply`.
+
+        Called when the cluster's versions went backwards (it was rebuilt, or its etcd
+        restored): every listed version is then below the stored ones and would be
+        refused as stale forever. An empty checksum reads as a row edited out of band, so
+        the full sync that follows rewrites every listed object in full at its new version.
+        """
+        ...
+
+
 class Leases(Protocol):
     """A per-cluster lease (owner, epoch, expiry) kept in the store."""
 

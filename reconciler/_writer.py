@@ -168,6 +168,12 @@ class Scope:
         self._idle.clear()
         self._writer.enqueue(self, record)
 
+    def forget_versions(self) -> None:
+        """Drop the versions taken so far: the cluster's versions went backwards (see
+        `ClusterReconciler`), and the new incarnation's records must not be superseded by
+        the old one's."""
+        self._taken.clear()
+
     async def drained(self) -> None:
         """Return once every record put so far has been written (or refused).
 

@@ -48,6 +48,12 @@ class KindBackend(Protocol):
         """Write a batch under the merge rule (see `reconciler.Store`)."""
         ...
 
+    async def reset_versions(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                             fence: Fence | None) -> int:
+        """Versions of the view's rows to 0, Active checksums emptied (see
+        `reconciler.Store.reset_versions`); fenced; the rows touched."""
+        ...
+
     async def rows(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> list[dict[str, Any]]:
         """Every column of every row of a cluster in the view, ordered by uid."""
         ...
@@ -92,6 +98,10 @@ class KindTable:
         if not batch:
             return ApplyResult()
         return await self._backend.apply(self.kind, self._fixed, cluster, batch, fence)
+
+    async def reset_versions(self, cluster: ClusterId, *, fence: Fence | None = None) -> int:
+        """After the cluster's versions went backwards: see `reconciler.Store`."""
+        return await self._backend.reset_versions(self.kind, self._fixed, cluster, fence)
 
     async def rows(self, cluster: ClusterId) -> list[dict[str, Any]]:
         """Every column of every row of the cluster in this view, by uid."""

@@ -283,6 +283,19 @@ class MySQLStore:
         return ApplyResult(written=written, unchanged=len(records) - written - len(rejected),
                            rejected=tuple(rejected))
 
+    async def reset_versions(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                             fence: Fence | None) -> int:
+        """Every row of the view to version 0, Active checksums emptied; fenced; one
+        transaction (see `reconciler.Store.reset_versions`)."""
+        where, args = _where(kind, fixed, cluster)
+        async with (self.conn.guard(f"reset versions of {cluster}"),
+                    self.conn.transaction() as cur):
+            await self._check_fence(cur, cluster, fence)
+            await cur.execute(
+                f"UPDATE `{kind.table}` SET resource_version = 0, checksum = CASE WHEN"
+                f" state = 'Active' THEN '' ELSE checksum END WHERE {where}", args)
+            return int(cur.rowcount)
+
     async def load_index(self, kind: Kind, fixed: Fixed,
                          cluster: ClusterId) -> dict[ObjectKey, Stamp]:
         """Version, checksum ('' if edited) and state of the Active rows of the view."""

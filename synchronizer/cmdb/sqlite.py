@@ -404,6 +404,20 @@ class SQLiteStore:
         """Write `batch` under the merge rule in one transaction (fenced when `fence`)."""
         return await self._writer.call(_apply, kind, fixed, cluster, batch, fence)
 
+    async def reset_versions(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                             fence: Fence | None) -> int:
+        """Every row of the view to version 0, Active checksums emptied; fenced; one
+        transaction (see `reconciler.Store.reset_versions`)."""
+        extra, args = _where(kind, fixed)
+        sql = (f"UPDATE {kind.table} SET resource_version = 0, checksum = CASE WHEN"
+               f" state = 'Active' THEN '' ELSE checksum END WHERE cluster_id = ?{extra}")
+
+        def job(conn: sqlite3.Connection) -> int:
+            with _immediate(conn):
+                _check_fence(conn, cluster, fence)
+                return conn.execute(sql, (cluster, *args)).rowcount
+        return await self._writer.call(job)
+
     async def apply_groups(self, groups: Sequence[WriteGroup]
                            ) -> list[ApplyResult | BaseException]:
         """Write many groups in one transaction (see `MultiStore`); a refused row sends

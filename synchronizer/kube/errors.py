@@ -67,6 +67,22 @@ def _status_message(body: bytes) -> str:
     return excerpt(body)
 
 
+def too_large(status: object) -> bool:
+    """A Status saying a resourceVersion is ahead of the server ("Too large resource
+    version"): after the cluster was rebuilt or its etcd restored, the version we resume
+    from is in its future. client-go's reflector relists then; so do we (`Expired`), and
+    the full sync notices the versions went backwards."""
+    if not isinstance(status, dict):
+        return False
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    if isinstance(causes, list) and any(
+            isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes):
+        return True
+    message = status.get("message")
+    return isinstance(message, str) and message.startswith("Too large resource version")
+
+
 def http_error(
     cluster: str, what: str, code: int, reason: str, headers: Mapping[str, str], body: bytes,
     *, now: Callable[[], datetime] = _utcnow,
@@ -78,6 +94,12 @@ def http_error(
         msg += f": {detail}"
     if code == 410:
         return Expired(msg)
+    if code == 504 and body:
+        try:
+            if too_large(orjson.loads(body)):
+                return Expired(msg)
+        except orjson.JSONDecodeError:
+            pass
     after = retry_after(headers.get("Retry-After"), now=now)
     if code in (401, 403):
         return AccessDenied(msg, retry_after=after)

@@ -22,7 +22,7 @@ import orjson
 from reconciler import Bookmark, Event, Expired, Metrics, Record, SourceUnavailable
 from synchronizer.kinds import BadObject
 
-from .errors import excerpt
+from .errors import excerpt, too_large
 
 CHANGE_TYPES = ("ADDED", "MODIFIED", "DELETED")
 ALL_TYPES = (*CHANGE_TYPES, "BOOKMARK", "ERROR", "UNKNOWN")
@@ -118,7 +118,8 @@ class EventDecoder:
             status = obj if isinstance(obj, dict) else {}
             msg = (f"cluster {self._cluster}: watch ERROR {status.get('code')}"
                    f" {status.get('reason')}: {excerpt(str(status.get('message', '')))}")
-            if status.get("code") == 410 or status.get("reason") in ("Expired", "Gone"):
+            if (status.get("code") == 410 or status.get("reason") in ("Expired", "Gone")
+                    or too_large(status)):
                 raise Expired(msg)
             raise SourceUnavailable(msg)
         self._count("UNKNOWN")

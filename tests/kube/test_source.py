@@ -358,6 +358,33 @@ async def test_watch_http_410_raises_expired(source: KubeSource, cluster: SimClu
         await take(source, cluster.resource_version, 1)
 
 
+async def test_watch_from_a_version_ahead_of_a_rebuilt_cluster_raises_expired(
+    source: KubeSource, cluster: SimCluster
+) -> None:
+    fill(cluster, 5)
+    for n in range(20):  # history the restored etcd will not have
+        cluster.update("ns-a", "p-00000", lambda p, n=n: p["metadata"]["labels"].update(n=str(n)))
+    since = cluster.resource_version
+    cluster.reset_incarnation(start_rv=1)
+    assert cluster.resource_version < since
+    with pytest.raises(Expired, match="Too large resource version"):
+        await take(source, since, 1)
+
+
+async def test_watch_error_event_too_large_raises_expired(
+    source: KubeSource, cluster: SimCluster
+) -> None:
+    status = {"kind": "Status", "code": 504, "reason": "Timeout",
+              "message": "Too large resource version: 99, current: 7",
+              "details": {"causes": [{"reason": "ResourceVersionTooLarge"}]}}
+    async with asyncio.timeout(BOUND), aclosing(source.watch(cluster.resource_version)) as events:
+        first = asyncio.ensure_future(anext(events))
+        await cluster.wait_watchers(1)
+        cluster.inject_raw(orjson.dumps({"type": "ERROR", "object": status}))
+        with pytest.raises(Expired, match="Too large"):
+            await first
+
+
 async def test_watch_error_event_other_than_410_is_unavailable(
     source: KubeSource, cluster: SimCluster
 ) -> None:

@@ -117,6 +117,31 @@ async def test_a_resync_skips_unchanged_objects_but_not_edited_rows_or_news(runn
     assert_converged(source, store)
 
 
+async def test_versions_going_backwards_reset_the_rows_and_rewrite_them(running) -> None:
+    source, store, rec = running
+    await source.put("p1", {"n": "changed"})
+    v = await source.delete("p5")  # a tombstone at a high version
+    await rec.caught_up(v)
+    stale = store.rows[(C, ObjectKey("p5"))]
+    assert stale.deleted and stale.version == v
+    generation = rec.status.full_syncs
+    # The cluster's etcd is restored from a backup taken before p5 was deleted: the
+    # versions restart low, below every stored one, and the watch is cut.
+    await source.restart_versions(start=1)
+    await source.put("p5", {"n": 5})
+    await rec.wait_synced(generation)
+    assert store.resets == 1 and rec.status.version_resets == 1
+    v = await source.put("after", {"n": "new"})
+    await rec.caught_up(v)
+    # Every live object's row is at its new version (nothing refused as stale), the
+    # restored object is alive again, and a new change applies.
+    truth = source.truth()
+    active = store.active(C)
+    assert {k: (r.version, r.checksum) for k, r in active.items()} == {
+        k: (r.version, r.checksum) for k, r in truth.items()}
+    assert not store.rows[(C, ObjectKey("p5"))].deleted
+
+
 async def test_partial_list_deletes_nothing_and_is_retried() -> None:
     source, store = MemorySource(page_size=5), MemoryStore()
     for i in range(20):
