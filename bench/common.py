@@ -92,6 +92,7 @@ def bulk_insert_seconds(database: str, cluster: str, *, batch: int = 500) -> tup
                                      database=database, autocommit=True)
         try:
             async with conn.cursor() as cur:
+                await cur.execute("SET sql_notes = 0")  # no note for an absent table
                 await cur.execute("DROP TABLE IF EXISTS pods_bulk")
                 await cur.execute("CREATE TABLE pods_bulk LIKE pods")
                 await cur.execute("SELECT * FROM pods WHERE cluster_id = %s", (cluster,))

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from ._backoff import Backoff
@@ -61,7 +61,7 @@ from ._gate import Gate
 from ._protocols import Metrics, Source, Store
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
-from ._types import Bookmark, ClusterId, Fence, ObjectKey, Record, Stamp, State, Unchanged
+from ._types import Bookmark, ClusterId, Fence, ObjectKey, Record, Stamp, State
 from ._writer import Scope, Writer, WriterSettings
 
 PERIOD_JITTER = 0.2
@@ -337,32 +337,36 @@ class ClusterReconciler:
         listed = upserts = deletes = 0
         try:
             await scope.drained()
-            stored = await self._store.load_index(self.cluster)
-            newest = max((stamp.version for stamp in stored.values()), default=0)
-            while True:
-                seen: set[ObjectKey] = set()
-                vouch = _vouch(stored) if self._verified else None
-                backwards: int | None = None
-                pages = self._source.list(vouch)
-                try:
-                    async for page in pages:
-                        if list_version is None and page.version < newest:
-                            backwards = page.version
-                            break
-                        list_version = page.version
-                        seen.update(page.held)
-                        for record in changes(page.records, stored, seen):
-                            upserts += 1
-                            await scope.put(record)
-                finally:
-                    close = getattr(pages, "aclose", None)
-                    if close is not None:
-                        await close()
-                if backwards is None:
-                    break
-                await self._reset_versions(backwards, newest)
-                stored = await self._store.load_index(self.cluster)
-                newest = 0
+            # Nothing else writes this view now (the gate is closed, the scope drained, the
+            # lease is ours), so the index may load while the list's first page is fetched.
+            loaded = _Index(self._store, self.cluster)
+            try:
+                while True:
+                    seen: set[ObjectKey] = set()
+                    backwards: int | None = None
+                    pages = self._source.list(loaded.vouch if self._verified else None)
+                    try:
+                        async for page in pages:
+                            stored = await loaded.get()
+                            if list_version is None and page.version < loaded.newest:
+                                backwards = page.version
+                                break
+                            list_version = page.version
+                            seen.update(page.held)
+                            for record in changes(page.records, stored, seen):
+                                upserts += 1
+                                await scope.put(record)
+                    finally:
+                        close = getattr(pages, "aclose", None)
+                        if close is not None:
+                            await close()
+                    if backwards is None:
+                        break
+                    await self._reset_versions(backwards, loaded.newest)
+                    loaded = _Index(self._store, self.cluster)
+                stored = await loaded.get()
+            finally:
+                loaded.cancel()
             if list_version is None:
                 raise SourceUnavailable("the list returned no page")
             listed = len(seen)
@@ -525,14 +529,38 @@ class ClusterReconciler:
         self.status.refused = False
 
 
-def _vouch(stored: dict[ObjectKey, Stamp]) -> Unchanged:
-    """The `Unchanged` test over a loaded index: an active row, at that very version, whose
-    columns still match its checksum (the store reports an edited row's checksum empty)."""
-    active = State.ACTIVE
+class _Index:
+    """A full sync's stored index, loading in the background from construction; also the
+    `Unchanged` test over it: an active row, at that very version, whose columns still
+    match its checksum (the store reports an edited row's checksum empty)."""
 
-    def unchanged(key: ObjectKey, version: int) -> bool:
-        stamp = stored.get(key)
-        return (stamp is not None and stamp.version == version and stamp.state is active
-                and bool(stamp.checksum))
+    def __init__(self, store: Store, cluster: ClusterId) -> None:
+        self._task = asyncio.ensure_future(store.load_index(cluster))
+        self._stored: dict[ObjectKey, Stamp] | None = None
+        self.newest = 0
+        """The highest stored version (of Active rows), once loaded."""
 
-    return unchanged
+    async def get(self) -> dict[ObjectKey, Stamp]:
+        """The index, once loaded (raises what loading raised)."""
+        if self._stored is None:
+            self._stored = await self._task
+            self.newest = max((s.version for s in self._stored.values()), default=0)
+        return self._stored
+
+    async def vouch(self, heads: Sequence[tuple[ObjectKey, int]]) -> list[bool]:
+        """`Unchanged` (see the class docstring)."""
+        stored = await self.get()
+        active = State.ACTIVE
+        out = []
+        for key, version in heads:
+            stamp = stored.get(key)
+            out.append(stamp is not None and stamp.version == version
+                       and stamp.state is active and bool(stamp.checksum))
+        return out
+
+    def cancel(self) -> None:
+        """Stop loading if still loading; a failure nobody awaited is not reported."""
+        if not self._task.done():
+            self._task.cancel()
+        elif not self._task.cancelled():
+            self._task.exception()

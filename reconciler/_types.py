@@ -10,7 +10,7 @@ source that builds records and the store that writes them agree on their meaning
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, NewType
@@ -71,11 +71,13 @@ class Bookmark:
     version: int
 
 
-Unchanged = Callable[[ObjectKey, int], bool]
-"""Asked by a source during a list, per object: is the stored row of this key, at exactly
-this version, already what projecting the object would write? When it says yes the source
-may skip building the record (projection, checksum) and hold the key instead: the no-change
-re-sync of a large cluster then costs little more than reading the list."""
+Unchanged = Callable[[Sequence[tuple[ObjectKey, int]]], Awaitable[Sequence[bool]]]
+"""Asked by a source during a list, once per page, with each listed object's (key,
+version): is the stored row of that key, at exactly that version, already what projecting
+the object would write? For each yes the source may skip building the record (projection,
+checksum) and hold the key instead: the no-change re-sync of a large cluster then costs
+little more than reading the list. A coroutine, so that the engine can still be loading
+its stored index while the first page is on its way."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,9 @@ class MemorySource:
                 self.fail_list_after_pages = None
                 raise Expired("continue token expired")
             chunk = items[start:start + self.page_size]
-            held = [k for k, (v, _) in chunk if unchanged is not None and unchanged(k, v)]
+            vouched = (await unchanged([(k, v) for k, (v, _) in chunk])
+                       if unchanged is not None else [False] * len(chunk))
+            held = [k for (k, _), yes in zip(chunk, vouched, strict=True) if yes]
             self.vouched += len(held)
             skip = set(held)
             records = [self._record(_Change("ADDED", k, v, f))

@@ -18,7 +18,6 @@ from .descriptor import (
     Kind,
     Projection,
     Resource,
-    head_of,
     uid_of,
 )
 from .namespaces import NAMESPACES
@@ -55,7 +54,6 @@ __all__ = [
     "Kind",
     "Projection",
     "Resource",
-    "head_of",
     "kinds",
     "uid_of",
 ]

@@ -26,6 +26,8 @@ Failure mapping, so the engine can recover without losing an event:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -46,7 +48,7 @@ from reconciler import (
     SourceUnavailable,
     Unchanged,
 )
-from synchronizer.kinds import PODS, BadObject, Kind, Projection, Resource, head_of, uid_of
+from synchronizer.kinds import PODS, BadObject, Kind, Projection, Resource, uid_of
 
 from .client import READ_TIMEOUT, ClusterClient
 from .connection import KubeConfigError
@@ -87,7 +89,24 @@ class _List(msgspec.Struct):
     items: list[msgspec.Raw] | None = None
 
 
+class _HeadMeta(msgspec.Struct):
+    uid: str = ""
+    resourceVersion: str = ""
+
+
+class _Head(msgspec.Struct):
+    metadata: _HeadMeta | None = None
+
+
+class _HeadList(msgspec.Struct):
+    """A list page read for the `Unchanged` test: each item's uid and version only."""
+
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+    items: list[_Head] | None = None
+
+
 _PAGE = msgspec.json.Decoder(_List)
+_HEADS = msgspec.json.Decoder(_HeadList)
 
 
 class KubeSource:
@@ -176,12 +195,49 @@ class KubeSource:
                              now=self._clock)
         return body
 
-    def _decode_page(self, body: bytes, unchanged: Unchanged | None
-                     ) -> tuple[str, str, list[Record], list[ObjectKey], int]:
-        """Parse and project one page: (version, continue, records, held keys, skipped).
+    @staticmethod
+    def _heads(body: bytes) -> tuple[_ListMeta, list[tuple[ObjectKey, int]]] | None:
+        """The page's metadata and each item's (uid, version), read in one pass that
+        allocates nothing else; None when an item cannot be read that way (the full path
+        then says what is wrong with it). An item without a usable uid or version gets
+        ("", -1), which no stored row matches."""
+        try:
+            heads = _HEADS.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        pairs = []
+        for head in heads.items or ():
+            meta = head.metadata
+            if meta is not None and meta.uid and meta.resourceVersion.isdigit():
+                pairs.append((ObjectKey(meta.uid), int(meta.resourceVersion)))
+            else:
+                pairs.append((ObjectKey(""), -1))
+        return heads.metadata, pairs
 
-        An object `unchanged` vouches for (its uid and resourceVersion, read without
-        decoding the rest) is held, not projected: a no-change re-sync reads bytes only.
+    async def _read_page(self, body: bytes, unchanged: Unchanged | None
+                         ) -> tuple[str, str, list[Record], list[ObjectKey], int]:
+        """One page: (version, continue, records, held keys, skipped).
+
+        With `unchanged`, the page is first read for each item's uid and version only; the
+        objects it vouches for are held, not projected, and the page is decoded in full
+        only if some object is left: a no-change re-sync costs one scan of its bytes.
+        """
+        held: list[ObjectKey] = []
+        todo: list[int] | None = None  # indices of the items to project; None: all
+        heads = self._heads(body) if unchanged is not None else None
+        if heads is not None and unchanged is not None:
+            meta, pairs = heads
+            vouched = await unchanged(pairs)
+            todo = [n for n, yes in enumerate(vouched) if not yes]
+            held = [key for (key, _), yes in zip(pairs, vouched, strict=True) if yes]
+            if not todo:
+                return meta.resourceVersion, meta.continue_, [], held, 0
+        return self._decode_page(body, todo, held)
+
+    def _decode_page(self, body: bytes, todo: list[int] | None, held: list[ObjectKey]
+                     ) -> tuple[str, str, list[Record], list[ObjectKey], int]:
+        """Parse one page and project its items (those at `todo`, or all); the keys of the
+        objects that cannot be used are added to `held`.
 
         Runs with the cyclic GC paused: a page of 500 Pods allocates ~10^5 containers at
         once, which triggers collections that rescan the whole (large, long-lived) heap,
@@ -189,23 +245,13 @@ class KubeSource:
         68 µs per Pod. Nothing awaits inside, so no other coroutine runs meanwhile.
         """
         with _gc_paused():
-            try:
-                doc = _PAGE.decode(body)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                raise SourceUnavailable(
-                    f"cluster {self.cluster_id}: list {self.resource.plural}: not a list:"
-                    f" {excerpt(body)}") from None
+            doc = self._decode(_PAGE, body)
+            items = doc.items or []
             observed = self._clock()
             records: list[Record] = []
-            held: list[ObjectKey] = []
             skipped = 0
             project = self._project
-            for item in doc.items or ():
-                if unchanged is not None:
-                    head = head_of(item)
-                    if head is not None and unchanged(ObjectKey(head[0]), head[1]):
-                        held.append(ObjectKey(head[0]))
-                        continue
+            for item in items if todo is None else (items[n] for n in todo):
                 try:
                     records.append(project(item, observed, False))
                 except BadObject as exc:
@@ -218,32 +264,62 @@ class KubeSource:
             del doc  # free the page while the collector is still paused
         return meta.resourceVersion, meta.continue_, records, held, skipped
 
+    def _decode(self, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+        try:
+            return decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise SourceUnavailable(
+                f"cluster {self.cluster_id}: list {self.resource.plural}: not a list:"
+                f" {excerpt(body)}") from None
+
     def _describe(self, raw: bytes, exc: BadObject) -> str:
         ident = _ident(raw)
         return f"{self.resource.kind.lower()} {excerpt(ident)}: {exc}"
 
     async def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
-        """Yield the pages of one consistent list, each with the list's version."""
+        """Yield the pages of one consistent list, each with the list's version.
+
+        The next page is asked for as soon as this one has arrived (its continue token
+        peeked from the list metadata, which an API server writes before the items, and
+        checked once the page is decoded), so the server prepares it while this one is
+        decoded and written: at most one page ahead.
+        """
         version: int | None = None
-        token: str | None = None
-        while True:
-            rv, token, records, held, skipped = self._decode_page(await self._get_page(token),
-                                                               unchanged)
-            try:
-                page_version = int(rv)
-            except ValueError:
-                raise SourceUnavailable(
-                    f"cluster {self.cluster_id}: list {self.resource.plural}: bad"
-                    f" resourceVersion {excerpt(rv)}") from None
-            if version is None:
-                version = page_version
-            elif page_version != version:
-                raise Expired(
-                    f"cluster {self.cluster_id}: list {self.resource.plural}: page at version"
-                    f" {page_version} in a list at {version}")
-            yield Page(version, records, skipped, tuple(held))
-            if not token:
-                return
+        fetch = asyncio.ensure_future(self._get_page(None))
+        try:
+            while True:
+                body = await fetch
+                guess = _peek_continue(body)
+                if guess:  # ask for the next page before reading this one
+                    fetch = asyncio.ensure_future(self._get_page(guess))
+                rv, token, records, held, skipped = await self._read_page(body, unchanged)
+                del body
+                if token != guess:  # the peek was wrong (never, from a real API server)
+                    await _discard(fetch)
+                    if token:
+                        fetch = asyncio.ensure_future(self._get_page(token))
+                page = self._page(rv, version, records, held, skipped)
+                version = page.version
+                yield page
+                if not token:
+                    return
+        finally:
+            await _discard(fetch)
+
+    def _page(self, rv: str, version: int | None, records: list[Record],
+              held: list[ObjectKey], skipped: int) -> Page:
+        """A page at `rv`, checked against the list's `version` (None: the first page)."""
+        try:
+            page_version = int(rv)
+        except ValueError:
+            raise SourceUnavailable(
+                f"cluster {self.cluster_id}: list {self.resource.plural}: bad"
+                f" resourceVersion {excerpt(rv)}") from None
+        if version is not None and page_version != version:
+            raise Expired(
+                f"cluster {self.cluster_id}: list {self.resource.plural}: page at version"
+                f" {page_version} in a list at {version}")
+        return Page(page_version, records, skipped, tuple(held))
 
     # -- watch --------------------------------------------------------------------------
 
@@ -270,6 +346,32 @@ class KubeSource:
                     yield event
         finally:
             await lines.aclose()
+
+
+_CONTINUE = b'"continue":"'
+_ITEMS = b'"items":'
+
+
+def _peek_continue(body: bytes) -> str:
+    """The continue token of a list page, found in the list metadata before the items
+    without decoding the page; "" if it is not there (the last page, or another order)."""
+    items = body.find(_ITEMS)
+    start = body.find(_CONTINUE, 0, items if items >= 0 else 4096)
+    if start < 0:
+        return ""
+    start += len(_CONTINUE)
+    end = body.find(b'"', start)
+    return body[start:end].decode("ascii", "replace") if end > start else ""
+
+
+async def _discard(fetch: asyncio.Future[bytes]) -> None:
+    """Cancel a prefetch nobody needs; a failure of it is not reported."""
+    if not fetch.done():
+        fetch.cancel()
+        with contextlib.suppress(BaseException):
+            await fetch
+    elif not fetch.cancelled():
+        fetch.exception()
 
 
 def _ident(raw: bytes) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
@@ -126,9 +126,9 @@ async def test_list_holds_vouched_objects_without_projecting_them(
     full = {r.key: r for p in await collect_list(source) for r in p.records}
     asked: list[tuple[str, int]] = []
 
-    def unchanged(key: ObjectKey, version: int) -> bool:
-        asked.append((key, version))
-        return int(key[-1], 16) % 2 == 0  # vouch for about half, by uid
+    async def unchanged(heads: Sequence[tuple[ObjectKey, int]]) -> list[bool]:
+        asked.extend(heads)
+        return [int(key[-1], 16) % 2 == 0 for key, _ in heads]  # about half, by uid
 
     async with asyncio.timeout(BOUND):
         pages = [p async for p in source.list(unchanged)]
@@ -138,6 +138,25 @@ async def test_list_holds_vouched_objects_without_projecting_them(
     assert sorted(asked) == sorted((k, r.version) for k, r in full.items())
     assert held == {k for k in full if int(k[-1], 16) % 2 == 0} and held
     assert projected == {k: r for k, r in full.items() if k not in held}
+
+
+async def test_a_page_with_an_odd_item_is_projected_whole_and_skips_it_alone(
+    source: KubeSource
+) -> None:
+    """The quick uid/version read of a page is typed; an item it cannot read sends the page
+    down the ordinary path (the odd item skipped and counted), never fails the list."""
+    good = pod("good")
+    good["metadata"].update(uid="u-good", resourceVersion="7")
+    odd = pod("odd")
+    odd["metadata"].update(uid=5, resourceVersion="8")  # a uid that is not a string
+    body = orjson.dumps({"kind": "PodList", "metadata": {"resourceVersion": "9"},
+                         "items": [good, odd]})
+    async def everything(heads: Sequence[tuple[ObjectKey, int]]) -> list[bool]:
+        return [True] * len(heads)
+
+    version, token, records, held, skipped = await source._read_page(body, everything)
+    assert (version, token) == ("9", "")
+    assert [r.key for r in records] == ["u-good"] and held == [] and skipped == 1
 
 
 async def test_list_pages_are_one_consistent_snapshot(

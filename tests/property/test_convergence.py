@@ -33,12 +33,18 @@ op = st.tuples(st.sampled_from("CUD"), st.integers(0, 5), st.integers(0, 3))
 
 
 async def _history(ops: list[tuple[str, int, int]]) -> MemorySource:
+    """A source after `ops`. A pod created again after its deletion gets a new key, as
+    Kubernetes gives every created object a new uid: a uid deleted is never live again,
+    which is what lets the store skip a later tombstone of an already deleted row (same
+    content: no write) without a re-creation overtaking it."""
     source = MemorySource(page_size=3)
+    generation: dict[int, int] = {}
     for kind, pod, content in ops:
-        key = f"pod-{pod}"
+        key = f"pod-{pod}.{generation.get(pod, 0)}"
         if kind == "D":
             if key in source.objects:
                 await source.delete(key)
+                generation[pod] = generation.get(pod, 0) + 1
         else:
             await source.put(key, {"content": content, "pod": pod})
     return source
