@@ -23,9 +23,15 @@ pressure on that scope's watch or list only) and its gate overflows (another ful
 that scope only). A hot cluster thus cannot starve the others, and the total stays within
 twice the budget in the worst case.
 
-Failure: a transient store error retries the batch with jittered backoff; a scope found
-fenced is closed — its queued records dropped, its producers released with
-`QueueClosed`, and `Scope.fenced` resolved so its reconciler ends with `Fenced`.
+Failure stays with the scope that fails. A transaction of many scopes that fails as a
+whole is retried at once scope by scope, so one cluster's trouble (a row lock held
+elsewhere, a lock-wait timeout) does not hold back the rows of the others. A scope whose
+own write fails is *set aside*: its records leave the shards for the scope's `held` map
+(a newer version still replaces an older one), and the senders carry on with everybody
+else; after a jittered backoff of its own, its records go back to the shards and are
+tried again. A scope found fenced is closed — its queued records dropped, its producers
+released with `QueueClosed`, and `Scope.fenced` resolved so its reconciler ends with
+`Fenced`.
 """
 
 from __future__ import annotations
@@ -116,6 +122,12 @@ class Scope:
         self._room.set()
         self.superseded = 0
         self.written = 0
+        self.held: dict[ObjectKey, Record] = {}
+        """Its records while it is set aside (counted in `queued`)."""
+        self.retry_at: float | None = None
+        """Loop time after which a scope set aside is tried again; None: not set aside."""
+        self.failures = 0
+        self.backoff = Backoff(writer.settings.backoff_initial, writer.settings.backoff_max)
         self.failing: tuple[float, str] | None = None
         """(loop time of the first failure, last error) while its writes keep failing."""
         self.shown: tuple[int, int] = (-1, -1)
@@ -194,6 +206,18 @@ class Scope:
             self._idle.set()
 
 
+def _hold(scope: Scope, record: Record) -> bool:
+    """Keep `record` among the scope's held ones (newest version per key); True when its
+    key was not held yet."""
+    waiting = scope.held.get(record.key)
+    if waiting is None:
+        scope.held[record.key] = record
+        return True
+    if waiting.version <= record.version:
+        scope.held[record.key] = record
+    return False
+
+
 class _Shard:
     """Pending records of one shard, at most one per (scope, key), in first-arrival order."""
 
@@ -220,6 +244,8 @@ class Writer:
         self._used = 0
         """Queued plus parked records over every scope."""
         self._waiting: set[Scope] = set()
+        self._aside: set[Scope] = set()
+        self._aside_changed = asyncio.Event()
 
     # -- scopes -----------------------------------------------------------------------------
 
@@ -273,6 +299,11 @@ class Writer:
 
     def enqueue(self, scope: Scope, record: Record) -> None:
         """Put a record on its shard, replacing an older waiting version of its key."""
+        if scope.retry_at is not None:
+            if _hold(scope, record):
+                scope.queued += 1
+                self._used += 1
+            return
         shard = self._shard_of(scope, record.key)
         slot = (scope.sid, record.key)
         waiting = shard.pending.get(slot)
@@ -296,6 +327,10 @@ class Writer:
             for k in mine:
                 del shard.pending[k]
             self._used -= len(mine)
+        self._used -= len(scope.held)
+        scope.held.clear()
+        scope.retry_at = None
+        self._aside.discard(scope)
         scope.queued = 0
         self._used -= scope._parked
         scope._parked = 0
@@ -317,6 +352,7 @@ class Writer:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._gauges())
+                tg.create_task(self._resume_loop())
                 for shard in self._shards:
                     tg.create_task(self._send(shard))
         finally:
@@ -373,33 +409,83 @@ class Writer:
                     scope._settle()
 
     async def _write(self, parts: list[tuple[Scope, list[Record]]]) -> None:
-        """Write one batch (retried while transient); deliver per-scope outcomes."""
+        """Write one batch; deliver per-scope outcomes. A failed batch of many scopes is
+        tried again scope by scope at once; a scope whose own write fails is set aside."""
         loop = asyncio.get_running_loop()
-        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
-        attempts = 0
-        while parts:
-            started = loop.time()
+        started = loop.time()
+        try:
+            outcomes = await self._apply(parts)
+        except StoreError as exc:
+            if len(parts) > 1:
+                for part in parts:
+                    if not part[0].closed:
+                        await self._write([part])
+                return
+            self._failed(parts, loop.time(), str(exc), "transient")
+            log.warning("cluster %s: write of %d records failed, retrying: %s",
+                        parts[0][0].cluster, len(parts[0][1]), exc)
+            self._set_aside(*parts[0])
+            return
+        except Exception as exc:
+            self._failed(parts, loop.time(), f"{type(exc).__name__}: {exc}", "error")
+            log.exception("unexpected store failure, retrying")
+            for scope, records in parts:
+                self._set_aside(scope, records)
+            return
+        elapsed = loop.time() - started
+        for (scope, records), outcome in zip(parts, outcomes, strict=True):
+            self._deliver(scope, records, outcome, elapsed)
+
+    def _set_aside(self, scope: Scope, records: Sequence[Record]) -> None:
+        """Take a failing scope out of the shards until its backoff has passed; its
+        failed records wait with it, unless a newer version of the key came meanwhile."""
+        if scope.closed:
+            return
+        scope.failures += 1
+        retries = self.settings.apply_retries
+        if retries and scope.failures > retries:
+            log.error("cluster %s: giving up %d records after %d attempts; the next full"
+                      " sync repairs them", scope.cluster, len(records), scope.failures)
+            scope.failures = 0
+            return
+        for shard in self._shards:
+            mine = [k for k, (s, _) in shard.pending.items() if s is scope]
+            for k in mine:
+                _hold(scope, shard.pending.pop(k)[1])
+        for record in records:
+            if _hold(scope, record):
+                scope.queued += 1
+                self._used += 1
+        scope.retry_at = asyncio.get_running_loop().time() + scope.backoff.next()
+        self._aside.add(scope)
+        self._aside_changed.set()
+
+    def _resume(self, scope: Scope) -> None:
+        """A scope set aside may be tried again: its records go back to the shards."""
+        scope.retry_at = None
+        self._aside.discard(scope)
+        held, scope.held = scope.held, {}
+        for record in held.values():
+            shard = self._shard_of(scope, record.key)
+            shard.pending[(scope.sid, record.key)] = (scope, record)
+            shard.ready.set()
+
+    async def _resume_loop(self) -> None:
+        """Put scopes set aside back to work when their backoff has passed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._aside_changed.clear()
+            now = loop.time()
+            for scope in [s for s in self._aside if s.retry_at is not None
+                          and s.retry_at <= now]:
+                self._resume(scope)
+            due = min((s.retry_at for s in self._aside if s.retry_at is not None),
+                      default=None)
             try:
-                outcomes = await self._apply(parts)
-            except StoreError as exc:
-                self._failed(parts, loop.time(), str(exc), "transient")
-                log.warning("write of %d records (%d scopes) failed, retrying: %s",
-                            sum(len(r) for _, r in parts), len(parts), exc)
-            except Exception as exc:
-                self._failed(parts, loop.time(), f"{type(exc).__name__}: {exc}", "error")
-                log.exception("unexpected store failure, retrying")
-            else:
-                elapsed = loop.time() - started
-                for (scope, records), outcome in zip(parts, outcomes, strict=True):
-                    self._deliver(scope, records, outcome, elapsed)
-                return
-            attempts += 1
-            if self.settings.apply_retries and attempts > self.settings.apply_retries:
-                log.error("giving up a batch of %d records after %d attempts; the next full"
-                          " sync repairs it", sum(len(r) for _, r in parts), attempts)
-                return
-            await backoff.sleep()
-            parts = [(s, r) for s, r in parts if not s.closed]
+                async with asyncio.timeout(None if due is None else max(0.0, due - now)):
+                    await self._aside_changed.wait()
+            except TimeoutError:
+                pass
 
     async def _apply(self, parts: list[tuple[Scope, list[Record]]]
                      ) -> Sequence[ApplyResult | BaseException]:
@@ -410,7 +496,9 @@ class Writer:
         for scope, records in parts:
             try:
                 out.append(await scope.store.apply(scope.cluster, records, fence=scope.fence))
-            except Fenced as exc:
+            except StoreError as exc:  # Fenced, or this scope's write failed: its outcome
+                if len(parts) == 1 and not isinstance(exc, Fenced):
+                    raise
                 out.append(exc)
         return out
 
@@ -433,9 +521,15 @@ class Writer:
             return
         if isinstance(outcome, BaseException):
             self._failed([(scope, list(records))], asyncio.get_running_loop().time(),
-                         str(outcome), "error")
+                         str(outcome), "transient" if isinstance(outcome, StoreError)
+                         else "error")
+            log.warning("cluster %s: write of %d records failed, retrying: %s",
+                        scope.cluster, len(records), outcome)
+            self._set_aside(scope, records)
             return
         scope.failing = None
+        scope.failures = 0
+        scope.backoff.reset()
         self.metrics.observe("batch_duration_seconds", labels, elapsed)
         self.metrics.inc("batches_total", {**labels, "result": "ok"})
         now = scope.clock()

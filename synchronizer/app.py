@@ -157,14 +157,10 @@ class Instance:
             log.info("stopped")
 
     async def _store_ready_or(self, stopping: asyncio.Task[Any]) -> None:
-        """Wait for the CMDB (then build the writer), or for a stop, whichever comes first."""
+        """Wait for the CMDB (and so the writer), or for a stop, whichever comes first."""
         ready = asyncio.create_task(self._store_ready.wait())
         await asyncio.wait([ready, stopping], return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        if self._store_ready.is_set() and self.writer is None:
-            multi = self.store if hasattr(self.store, "apply_groups") else None
-            self.writer = Writer(settings=writer_settings(self.settings), metrics=self.metrics,
-                                 multi=multi)  # type: ignore[arg-type]
 
     async def _supervised(self, name: str, part: Callable[[], Awaitable[None]]) -> None:
         """Run a background part; log its failure in one line and restart it with backoff."""
@@ -193,6 +189,11 @@ class Instance:
                 await backoff.sleep()
                 continue
             self.store_error = None
+            # The writer exists before anyone hears the store is ready: the controller
+            # builds reconcilers on it as soon as it does.
+            multi = self.store if hasattr(self.store, "apply_groups") else None
+            self.writer = Writer(settings=writer_settings(self.settings), metrics=self.metrics,
+                                 multi=multi)  # type: ignore[arg-type]
             self._store_ready.set()
             log.info("cmdb connected (%s)", type(self.store).__name__)
             return

@@ -27,7 +27,6 @@ Failure mapping, so the engine can recover without losing an event:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -368,9 +367,8 @@ async def _discard(fetch: asyncio.Future[bytes]) -> None:
     """Cancel a prefetch nobody needs; a failure of it is not reported."""
     if not fetch.done():
         fetch.cancel()
-        with contextlib.suppress(BaseException):
-            await fetch
-    elif not fetch.cancelled():
+        await asyncio.wait([fetch])  # never raises: our own cancellation still does
+    if not fetch.cancelled():
         fetch.exception()
 
 

@@ -18,6 +18,7 @@ from reconciler import (
     Record,
     Stamp,
     State,
+    Transient,
     checksum,
 )
 from reconciler._backoff import Backoff
@@ -149,9 +150,19 @@ class GroupStore(MemoryStore):
         super().__init__()
         self.calls: list[list[tuple[str, int]]] = []
         self.fenced: set[str] = set()
+        self.locked: set[str] = set()
+        """Clusters whose rows another session holds: any transaction touching them
+        fails as a whole (a lock-wait timeout)."""
+
+    async def apply(self, cluster, batch, *, fence=None):  # type: ignore[no-untyped-def]
+        if cluster in self.locked:
+            raise Transient(f"cluster {cluster}: lock wait timeout exceeded")
+        return await super().apply(cluster, batch, fence=fence)
 
     async def apply_groups(self, groups):  # type: ignore[no-untyped-def]
         self.calls.append([(g.cluster, len(g.records)) for g in groups])
+        if any(g.cluster in self.locked for g in groups):
+            raise Transient("lock wait timeout exceeded")
         out = []
         for g in groups:
             if g.cluster in self.fenced:
@@ -218,6 +229,35 @@ async def test_one_transaction_carries_many_clusters_and_a_fenced_one_stays_alon
     with pytest.raises(QueueClosed):
         await scopes["x"].put(rec("x-2", 2))
     assert {k for (_, k) in store.rows} == {"y-1", "z-1"}
+    task.cancel()
+
+
+async def test_one_clusters_failing_writes_never_hold_back_the_others() -> None:
+    """TEST-MATRIX row 27 at the writer: X's rows are locked elsewhere, so every
+    transaction touching them fails. The batch that carried X with Y and Z is tried again
+    scope by scope, X is set aside with its own backoff (its newest versions kept), and Y
+    and Z keep being written, also later, by the same single sender."""
+    store = GroupStore()
+    store.locked.add("x")
+    writer = writer_for(store, linger=0.05, backoff_initial=0.01, backoff_max=0.02)
+    scopes = {c: scope_of(writer, store, c) for c in ("x", "y", "z")}
+    for c, scope in scopes.items():
+        await scope.put(rec(f"{c}-1", 1))
+    task = asyncio.create_task(writer.run())
+    await scopes["y"].drained()
+    await scopes["z"].drained()
+    x = scopes["x"]
+    assert x.retry_at is not None and x.queued == 1 and not x.closed
+    for version in (2, 3):  # later news of X waits with it, newest version only
+        await x.put(rec("x-1", version, f"v{version}"))
+        await scopes["y"].put(rec("y-2", version))
+        await scopes["y"].drained()
+    assert x.queued == 1 and x.failing is not None
+    store.locked.clear()
+    await x.drained()
+    assert store.rows[(ClusterId("x"), ObjectKey("x-1"))].version == 3
+    assert x.failing is None and x.retry_at is None
+    assert {k for (_, k) in store.rows} == {"x-1", "y-1", "y-2", "z-1"}
     task.cancel()
 
 
