@@ -228,13 +228,16 @@ class MySQLStore:
         `staged` rows are the table's columns then the repair flag. A duplicate key from
         the INSERT means another session inserted one of these keys since the UPDATE
         looked: that statement alone is rolled back, and UPDATE and INSERT run again (the
-        UPDATE's marks are idempotent, so nothing is counted twice).
+        UPDATE's marks are idempotent, so nothing is counted twice). The marks are counted
+        only if the UPDATE changed any row: a no-change re-sync saves that round trip.
         """
         await cur.execute(sql.stage_clear)
         for chunk in _chunks(staged):
             await cur.executemany(sql.stage_insert, chunk)
+        touched = 0
         for _ in range(STAGED_ROUNDS):
             await cur.execute(sql.staged_update)
+            touched += int(cur.rowcount)
             try:
                 await cur.execute(sql.staged_insert)
             except self.conn.error as exc:
@@ -242,6 +245,8 @@ class MySQLStore:
                     raise
                 continue
             inserted = int(cur.rowcount)
+            if not touched:  # a row the UPDATE wrote changes its mark, so none was written
+                return inserted
             await cur.execute(sql.staged_written)
             (marked,) = await cur.fetchone()
             return int(marked) + inserted

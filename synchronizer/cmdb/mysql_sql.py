@@ -29,7 +29,7 @@ treats such a row as different even at an equal version, which rewrites it.
 Staged (MySQL 8). The same rule in statements whose meaning MySQL 8 documents without
 relying on an evaluation order: the chunk is bulk-inserted into a session temporary table
 shaped like the kind's (`stage_create`, made once per session), then
-1. one multi-table `UPDATE kind JOIN stage` (`staged_update`) whose WHERE is the whole
+1. one multi-table `UPDATE stage JOIN kind` (`staged_update`) whose WHERE is the whole
    rule, evaluated against the stored row as it was before the statement, and whose every
    assignment reads only the staged row (a delete's data columns keep their own value), so
    the unspecified order of a multi-table UPDATE's assignments cannot matter; it marks the
@@ -173,11 +173,16 @@ def staged_rule(kind: Kind) -> str:
 
 
 def staged_update(kind: Kind) -> str:
-    """Write every staged row the rule lets win over its stored row, and mark it."""
+    """Write every staged row the rule lets win over its stored row, and mark it.
+
+    STRAIGHT_JOIN: the stage drives, each of its rows finding its stored row by primary
+    key. A temporary table has no statistics worth the name, and left to itself the
+    optimizer may scan the whole kind table instead, locking every row it reads.
+    """
     data = [f"t.`{c.name}` = IF(s.state = 'Active', s.`{c.name}`, t.`{c.name}`)"
             for c in kind.stored]
     books = [f"t.{c} = s.{c}" for c in BOOKKEEPING]
-    return (f"UPDATE `{kind.table}` AS t JOIN `{stage_table(kind)}` AS s"
+    return (f"UPDATE `{stage_table(kind)}` AS s STRAIGHT_JOIN `{kind.table}` AS t"
             f" ON t.cluster_id = s.cluster_id AND t.uid = s.uid"
             f" SET {', '.join([*data, *books, 's.bk_done = 1'])}"
             f" WHERE {staged_rule(kind)}")
