@@ -200,7 +200,7 @@ class MySQLConnection:
                     conn.close()
                 pool = await _create_pool(driver, settings, init, common)
         except StoreError as exc:
-            raise StoreError(f"CMDB {where}: {exc}") from None
+            raise type(exc)(f"CMDB {where}: {exc}") from None
         except Exception as exc:
             reason = tls_failure(exc)
             if reason is not None:
