@@ -11,10 +11,13 @@ cost alone), update every row (a full-column write), then load the index of N ro
 times. Reported: rows/s (wall), client CPU seconds, the median index load time, and the
 driver's share of it (the same query with rows left as tuples).
 Variants: asyncmy (the store's default: binary protocol through asyncmy's prepared
-statement cache), asyncmy-text (the same driver, text protocol) and aiomysql (text).
+statement cache), asyncmy-text (the same driver, text protocol) and aiomysql (text); and
+the staged formulation of the merge rule (docs/designs/007-mysql8.md, what MySQL 8 gets)
+forced on the same server with `upsert=staged`: asyncmy-staged, aiomysql-staged.
 
     .venv/bin/python bench/bench_drivers.py                  # 100k rows, B = 500 and 1000
     .venv/bin/python bench/bench_drivers.py --rows 20000 --batch 500
+    .venv/bin/python bench/bench_drivers.py --driver asyncmy --driver asyncmy-staged
     BKCMDB_TEST_MYSQL=mysql://root@127.0.0.1:3306 .venv/bin/python bench/bench_drivers.py
 """
 
@@ -38,12 +41,15 @@ from synchronizer.kinds import PODS
 from synchronizer.kinds.descriptor import row_checksum
 
 VARIANTS = {
-    "asyncmy": ("asyncmy", mysql_conn.STATEMENT_CACHE),
-    "asyncmy-text": ("asyncmy", 0),
-    "aiomysql": ("aiomysql", 0),
+    "asyncmy": ("asyncmy", mysql_conn.STATEMENT_CACHE, "variables"),
+    "asyncmy-text": ("asyncmy", 0, "variables"),
+    "aiomysql": ("aiomysql", 0, "variables"),
+    "asyncmy-staged": ("asyncmy", mysql_conn.STATEMENT_CACHE, "staged"),
+    "aiomysql-staged": ("aiomysql", 0, "staged"),
 }
-"""Bench name -> (driver, prepared-statement cache). asyncmy-text is asyncmy with its
-statement cache off, i.e. the text protocol with client-side escaping, like aiomysql."""
+"""Bench name -> (driver, prepared-statement cache, formulation). asyncmy-text is asyncmy
+with its statement cache off, i.e. the text protocol with client-side escaping, like
+aiomysql."""
 
 CLUSTER = "bench"
 INDEX_SQL = "SELECT uid, resource_version, checksum, state FROM pods WHERE cluster_id = %s"
@@ -84,7 +90,7 @@ async def write(
 
 async def run(server: str, variant: str, rows: int, batch: int) -> dict[str, float]:
     """One driver variant, one batch size, on a fresh database."""
-    driver, mysql_conn.STATEMENT_CACHE = VARIANTS[variant]
+    driver, mysql_conn.STATEMENT_CACHE, upsert = VARIANTS[variant]
     u = urlsplit(server)
     admin = pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306,
                             user=u.username or "root", password=u.password or "",
@@ -94,7 +100,8 @@ async def run(server: str, variant: str, rows: int, batch: int) -> dict[str, flo
         cur.execute(f"DROP DATABASE IF EXISTS {database}")
         cur.execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
     base = server.split("://", 1)[1].rstrip("/")
-    store = await MySQLStore.open(f"mysql+{driver}://{base}/{database}")
+    store = await MySQLStore.open(f"mysql+{driver}://{base}/{database}?upsert={upsert}")
+    assert store.upsert == upsert
     try:
         first, second = pods(rows, 0), pods(rows, 1)
         insert = await write(store, first, batch)

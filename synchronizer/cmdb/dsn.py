@@ -11,7 +11,16 @@ whatever is between `://` and that last `@`, whether the rest parses or not.
 TLS: `ssl_mode` (`disabled`, `preferred`, `required`, `verify_ca`, `verify_identity`, as
 MySQL's client names them) and `ssl_ca` (a CA bundle). MySQL 8's default authentication
 (`caching_sha2_password`) needs either TLS or the server's RSA key over plain TCP, which
-the drivers fetch with `cryptography` (a dependency for that reason).
+the drivers fetch with `cryptography` (a dependency for that reason). A mode that asks
+for TLS (`required` and up) is enforced on every connection, not only requested: a driver
+that quietly carries on in plain text when the server offers no TLS (aiomysql does) is
+refused by the store (`mysql_conn`).
+
+`upsert` picks how the merge rule is written in SQL (docs/designs/007-mysql8.md): `auto`
+(the default: `staged` on MySQL 8.0 and later, `variables` elsewhere), `variables` (one
+`INSERT ... ON DUPLICATE KEY UPDATE` per chunk deciding into a session variable; MariaDB's
+fastest form) or `staged` (the batch staged in a session temporary table, then an
+`UPDATE ... JOIN` and an `INSERT ... SELECT`; only statements MySQL 8 documents).
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from urllib.parse import parse_qsl, unquote
 DRIVERS = ("asyncmy", "aiomysql")
 DEFAULT_DRIVER = "asyncmy"
 SSL_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
+TLS_REQUIRED = frozenset({"required", "verify_ca", "verify_identity"})
+"""Modes under which a connection without TLS is refused."""
+UPSERTS = ("auto", "variables", "staged")
 _NUMBERS: dict[str, type] = {"pool_size": int, "connect_timeout": float, "timeout": float}
 _ENCODE = {"/": "%2F", "?": "%3F", "#": "%23"}
 
@@ -54,6 +66,7 @@ class MySQLSettings:
     timeout: float = 60.0
     ssl_mode: str = "disabled"
     ssl_ca: str | None = None
+    upsert: str = "auto"
 
     @property
     def redacted(self) -> str:
@@ -108,14 +121,18 @@ def _options(query: str) -> dict[str, Any]:
         elif key == "ssl_ca":
             options[key] = value
             options.setdefault("ssl_mode", "verify_identity")
+        elif key == "upsert":
+            if value.lower() not in UPSERTS:
+                raise ValueError(f"mysql DSN parameter upsert must be one of {', '.join(UPSERTS)}")
+            options[key] = value.lower()
         else:
-            known = ", ".join(sorted((*_NUMBERS, "ssl_ca", "ssl_mode")))
+            known = ", ".join(sorted((*_NUMBERS, "ssl_ca", "ssl_mode", "upsert")))
             raise ValueError(f"mysql DSN parameter {key!r} is unknown; known: {known}")
     return options
 
 
 def parse_mysql(dsn: str) -> MySQLSettings:
-    """Parse `mysql[+driver]://user:pass@host:port/db?pool_size=&timeout=&ssl_mode=...`.
+    """Parse `mysql[+driver]://user:pass@host:port/db?pool_size=&timeout=&ssl_mode=&upsert=`.
 
     Raise a one-line ValueError naming the problem; it never repeats the DSN (a password).
     """

@@ -3,13 +3,17 @@
 A batch of one kind is written in one transaction: for a fenced batch, first a shared lock
 on its cluster's lease row (so many senders of one owner write concurrently while a
 takeover, which locks the row exclusively, waits for them), then the conditional upsert of
-`mysql_sql` for the whole chunk. A refused row (too long, out of range, ...) fails the
+`mysql_sql` for the whole chunk — in one of its two formulations, "variables" (one upsert
+per chunk) or "staged" (a temporary table, an UPDATE JOIN and an INSERT SELECT; MySQL 8),
+picked per server by `mysql_conn`. A refused row (too long, out of range, ...) fails the
 whole statement; the batch is then redone row by row in a new transaction, and each
 refused row goes to `dead_letters` with the server's error text, its kind and uid.
 
 Leases: one row per cluster (owner, epoch, expiry on the server's clock), taken and renewed
-by one conditional upsert, given up by expiring it — never by deleting it, so the highest
-epoch a cluster has seen survives its release and an older owner cannot come back.
+by one conditional upsert ("variables") or by an insert-if-absent and a conditional UPDATE
+whose WHERE is the whole rule ("staged"), given up by expiring it — never by deleting it,
+so the highest epoch a cluster has seen survives its release and an older owner cannot
+come back.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from reconciler import (
     Record,
     Stamp,
     State,
+    Transient,
     WriteGroup,
 )
 from synchronizer.kinds import Kind, Resource
 
 from . import mysql_sql, rows
 from .api import Fixed, KindTable, checked_columns, register
-from .mysql_conn import DataError, MySQLConnection, classify, describe
+from .mysql_conn import DataError, MySQLConnection, classify, describe, error_code
 
 CHUNK_ROWS = 1000
 """Rows per `executemany` round trip (a sender's batch is usually 500)."""
@@ -53,6 +58,25 @@ _ACQUIRE = (
     " expires_at = IF(@bk_take, VALUES(expires_at), expires_at)"
 )
 """The lease rule of `reconciler.Leases.acquire`, decided once against the stored row."""
+_CLAIM = (
+    "INSERT INTO leases (cluster_id, owner, epoch, expires_at)"
+    " VALUES (%s, %s, %s, NOW(6) + INTERVAL %s MICROSECOND)"
+    " ON DUPLICATE KEY UPDATE cluster_id = cluster_id"
+)
+"""Staged leases, step 1: create the lease if the cluster has none (a duplicate key is a
+no-op, and only that: unlike IGNORE, a bad value still fails)."""
+_TAKE = (
+    "UPDATE leases SET owner = %s, epoch = %s, expires_at = NOW(6) + INTERVAL %s MICROSECOND"
+    " WHERE cluster_id = %s AND (epoch < %s OR (owner = %s AND epoch <= %s)"
+    " OR (expires_at <= NOW(6) AND (epoch <= %s OR %s = 0)))"
+)
+"""Staged leases, step 2: the lease rule as the WHERE of a single-table UPDATE, decided on
+the row before any assignment; every assignment is a parameter, so order cannot matter."""
+STAGED_ROUNDS = 3
+"""Rounds of the staged UPDATE and INSERT when another session inserts a key of the batch
+in between (a duplicate key, which rolls back that statement only). Outside the lease
+protocol that does not happen at all; past a few rounds the batch is retried later."""
+DUPLICATE_KEY = 1062
 _DEAD_LETTER = ("INSERT INTO dead_letters (cluster_id, kind, uid, error, payload, `at`)"
                 " VALUES (%s, %s, %s, %s, %s, NOW(6))")
 
@@ -82,6 +106,16 @@ class _KindSql:
         self.count = mysql_sql.count_active(kind)
         self.count_of = mysql_sql.count_active(kind, discriminated=True)
         self.purge = mysql_sql.purge_tombstones(kind)
+        self.stage_create = mysql_sql.stage_create(kind)
+        self.stage_clear = mysql_sql.stage_clear(kind)
+        self.stage_insert = mysql_sql.stage_insert(kind)
+        self.staged_update = mysql_sql.staged_update(kind)
+        self.staged_insert = mysql_sql.staged_insert(kind)
+        self.staged_written = mysql_sql.staged_written(kind)
+
+    async def create_stage(self, cur: Any) -> None:
+        """Create this kind's stage in a new session (see `MySQLConnection.on_new_session`)."""
+        await cur.execute(self.stage_create)
 
 
 def _table(group: WriteGroup) -> KindTable:
@@ -139,10 +173,17 @@ class MySQLStore:
         """The engine's `Store` for `kind` (or one resource of it)."""
         return KindTable(self, kind, resource)
 
+    @property
+    def upsert(self) -> str:
+        """The formulation of the merge rule in use: "variables" or "staged"."""
+        return self.conn.upsert
+
     def _statements(self, kind: Kind) -> _KindSql:
         sql = self._sql.get(kind.name)
         if sql is None:
             sql = self._sql[kind.name] = _KindSql(kind)
+            if self.upsert == "staged":
+                self.conn.on_new_session(f"stage {kind.table}", sql.create_stage)
         return sql
 
     # -- the sink ---------------------------------------------------------------------------
@@ -170,17 +211,13 @@ class MySQLStore:
         try:
             async with self.conn.guard(f"apply to {cluster}"), self.conn.transaction() as cur:
                 await self._check_fence(cur, cluster, fence)
-                await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
-                for statement, repair in ((sql.upsert, False), (sql.upsert_repair, True)):
-                    group = [b for b, r in zip(built, records, strict=True) if r.repair is repair]
-                    if group:
-                        for chunk in _chunks(group):
-                            await cur.executemany(statement, chunk)
-                await cur.execute("SELECT @bk_dup, @bk_chg")
-                existing, changed = await cur.fetchone()
+                if self.upsert == "staged":
+                    written = await self._staged(cur, sql, [
+                        (*b, int(r.repair)) for b, r in zip(built, records, strict=True)])
+                else:
+                    written = await self._variables(cur, sql, built, records)
         except DataError:
             return await self._apply_rows(kind, fixed, cluster, records, fence)
-        written = len(built) - int(existing) + int(changed)
         return ApplyResult(written=written, unchanged=len(built) - written)
 
     async def _fences(self, cur: Any, fences: dict[str, Fence]) -> dict[str, Fenced]:
@@ -207,8 +244,9 @@ class MySQLStore:
         """Write many (cluster, kind) groups in one transaction, each cluster fenced by its
         own lease: a fenced cluster's groups come back as `Fenced`, the others are applied.
 
-        The session counters run on over the whole transaction; reading them after each
-        group (one round trip) gives that group's exact `ApplyResult` as a difference. A row
+        With the variables formulation the session counters run on over the whole
+        transaction; reading them after each group (one round trip) gives that group's
+        exact `ApplyResult` as a difference. The staged one counts each group itself. A row
         the server refuses sends every group down the single-group path (which isolates
         and dead-letters the row).
         """
@@ -218,11 +256,15 @@ class MySQLStore:
                      for g in groups]
         except (TypeError, ValueError):
             return await self._apply_each(groups)
+        for g in groups:  # before the session is taken: a kind's first use sets it up
+            self._statements(_table(g).kind)
         try:
             async with self.conn.guard("apply"), self.conn.transaction() as cur:
                 fenced = await self._fences(
                     cur, {g.cluster: g.fence for g in groups if g.fence is not None})
-                await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
+                staged = self.upsert == "staged"
+                if not staged:
+                    await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
                 out: list[ApplyResult | BaseException] = []
                 seen_dup = seen_chg = 0
                 for group, values in built:
@@ -231,6 +273,12 @@ class MySQLStore:
                         continue
                     sql = self._statements(_table(group).kind)
                     records = sorted(group.records, key=lambda r: r.key)
+                    if staged:
+                        written = await self._staged(cur, sql, [
+                            (*b, int(r.repair)) for b, r in zip(values, records, strict=True)])
+                        out.append(ApplyResult(written=written,
+                                               unchanged=len(values) - written))
+                        continue
                     for statement, repair in ((sql.upsert, False), (sql.upsert_repair, True)):
                         part = [v for v, r in zip(values, records, strict=True)
                                 if r.repair is repair]
@@ -255,6 +303,50 @@ class MySQLStore:
             except Fenced as exc:
                 out.append(exc)
         return out
+    @staticmethod
+    async def _variables(cur: Any, sql: _KindSql, built: Sequence[tuple[Any, ...]],
+                         records: Sequence[Record]) -> int:
+        """The rule as one upsert per chunk, counted by session variables; rows written."""
+        await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
+        for statement, repair in ((sql.upsert, False), (sql.upsert_repair, True)):
+            group = [b for b, r in zip(built, records, strict=True) if r.repair is repair]
+            if group:
+                for chunk in _chunks(group):
+                    await cur.executemany(statement, chunk)
+        await cur.execute("SELECT @bk_dup, @bk_chg")
+        existing, changed = await cur.fetchone()
+        return len(built) - int(existing) + int(changed)
+
+    async def _staged(self, cur: Any, sql: _KindSql, staged: Sequence[tuple[Any, ...]]) -> int:
+        """The rule through the session's stage (`mysql_sql`, "Staged"); rows written.
+
+        `staged` rows are the table's columns then the repair flag. A duplicate key from
+        the INSERT means another session inserted one of these keys since the UPDATE
+        looked: that statement alone is rolled back, and UPDATE and INSERT run again (the
+        UPDATE's marks are idempotent, so nothing is counted twice). The marks are counted
+        only if the UPDATE changed any row: a no-change re-sync saves that round trip.
+        """
+        await cur.execute(sql.stage_clear)
+        for chunk in _chunks(staged):
+            await cur.executemany(sql.stage_insert, chunk)
+        touched = 0
+        for _ in range(STAGED_ROUNDS):
+            await cur.execute(sql.staged_update)
+            touched += int(cur.rowcount)
+            try:
+                await cur.execute(sql.staged_insert)
+            except self.conn.error as exc:
+                if error_code(exc) != DUPLICATE_KEY:
+                    raise
+                continue
+            inserted = int(cur.rowcount)
+            if not touched:  # a row the UPDATE wrote changes its mark, so none was written
+                return inserted
+            await cur.execute(sql.staged_written)
+            (marked,) = await cur.fetchone()
+            return int(marked) + inserted
+        raise Transient(f"keys of this batch were inserted by another session"
+                        f" {STAGED_ROUNDS} times in a row")
 
     async def _apply_rows(self, kind: Kind, fixed: Fixed, cluster: str,
                           records: Sequence[Record], fence: Fence | None) -> ApplyResult:
@@ -264,12 +356,15 @@ class MySQLStore:
         rejected: list[tuple[ObjectKey, str]] = []
         async with self.conn.guard(f"apply to {cluster}"), self.conn.transaction() as cur:
             await self._check_fence(cur, cluster, fence)
-            await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
             for record in records:
                 try:
-                    await cur.execute(sql.upsert_repair if record.repair else sql.upsert,
-                                      rows.row(kind, cluster, record, fixed))
-                    written += cur.rowcount > 0
+                    row = rows.row(kind, cluster, record, fixed)
+                    if self.upsert == "staged":
+                        written += await self._staged(cur, sql, [(*row, int(record.repair))])
+                    else:
+                        await cur.execute(sql.upsert_repair if record.repair else sql.upsert,
+                                          row)
+                        written += cur.rowcount > 0
                 except Exception as exc:
                     if not (classify(exc, self.conn.error) == "data"
                             or isinstance(exc, TypeError | ValueError)):
@@ -363,12 +458,20 @@ class MySQLStore:
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
         """Take or renew `cluster`'s lease for `ttl` seconds of the server's clock.
 
-        One conditional upsert decides (see `_ACQUIRE`); the row read back in the same
-        transaction says who holds it.
+        One conditional upsert decides (`_ACQUIRE`), or on the staged formulation a claim
+        of an absent lease and a conditional UPDATE (`_CLAIM`, `_TAKE`); the row read back
+        in the same transaction says who holds it.
         """
         micros = int(max(ttl, 0.0) * 1_000_000)
+        owner, epoch = fence.owner, fence.epoch
         async with self.conn.guard(f"lease {cluster}"), self.conn.transaction() as cur:
-            await cur.execute(_ACQUIRE, (cluster, fence.owner, fence.epoch, micros))
+            if self.upsert == "staged":
+                await cur.execute(_CLAIM, (cluster, owner, epoch, micros))
+                if cur.rowcount != 1:
+                    await cur.execute(_TAKE, (owner, epoch, micros, cluster, epoch, owner,
+                                              epoch, epoch, epoch))
+            else:
+                await cur.execute(_ACQUIRE, (cluster, owner, epoch, micros))
             await cur.execute("SELECT owner, epoch FROM leases WHERE cluster_id = %s", (cluster,))
             row = await cur.fetchone()
         return row is not None and (row[0], row[1]) == (fence.owner, fence.epoch)

@@ -1,6 +1,9 @@
 """The MySQL/MariaDB statements of one kind's table, generated from its descriptor.
 
-The merge rule is one conditional `INSERT ... ON DUPLICATE KEY UPDATE` statement, sent for
+The merge rule is written twice, and the store picks one per server
+(`mysql_conn.choose_upsert`; docs/designs/007-mysql8.md): "variables", then "staged".
+
+Variables. The rule is one conditional `INSERT ... ON DUPLICATE KEY UPDATE` statement, sent for
 a whole chunk of rows with `executemany`: with asyncmy on MariaDB that is one
 COM_STMT_BULK_EXECUTE round trip of binary rows (no client-side escaping); elsewhere the
 driver rewrites it into multi-row text statements.
@@ -22,21 +25,39 @@ by CHAR(31) (`kinds.descriptor.row_checksum`), which the server can recompute. T
 full sync loads reports a row whose columns no longer hash to its checksum with an empty
 checksum, so the diff sends the listed object again; and the repair variant of the upsert
 treats such a row as different even at an equal version, which rewrites it.
+
+Staged (MySQL 8). The same rule in statements whose meaning MySQL 8 documents without
+relying on an evaluation order: the chunk is bulk-inserted into a session temporary table
+shaped like the kind's (`stage_create`, made once per session), then
+1. one multi-table `UPDATE stage JOIN kind` (`staged_update`) whose WHERE is the whole
+   rule, evaluated against the stored row as it was before the statement, and whose every
+   assignment reads only the staged row (a delete's data columns keep their own value), so
+   the unspecified order of a multi-table UPDATE's assignments cannot matter; it marks the
+   staged rows it wrote (`bk_done`) in the same statement;
+2. one `INSERT ... SELECT` of the staged rows whose key is not stored yet
+   (`staged_insert`): no IGNORE, which in strict mode would also turn a too-long value
+   into a silent truncation; a row another session inserted meanwhile fails the statement
+   with a duplicate key, which rolls back that statement only, and the store runs 1 and 2
+   again, now seeing that row;
+3. written = rows marked in 1 (marks are idempotent across a rerun) + rows inserted in 2.
 """
 
 from __future__ import annotations
 
 from synchronizer.kinds import Kind
 
-from .rows import column_names
+from .rows import BOOKKEEPING, CHECKSUM_LIMIT, KEY_LIMIT, column_names
+from .tables import MYSQL_TABLE_OPTIONS, mysql_type
 
 _ACT = ("IF(VALUES(resource_version) <= resource_version OR VALUES(checksum) = checksum, 0,"
         " IF(VALUES(state) = 'Active', 2, 3))")
 
 
-def content_sum(kind: Kind) -> str:
-    """The server-side checksum of a stored row's columns (see the module docstring)."""
-    parts = ", ".join(f"IFNULL(`{c.name}`, '')" if c.nullable else f"`{c.name}`"
+def content_sum(kind: Kind, table: str = "") -> str:
+    """The server-side checksum of a stored row's columns (see the module docstring);
+    `table` qualifies the column names (an alias in a join)."""
+    at = f"{table}." if table else ""
+    parts = ", ".join(f"IFNULL({at}`{c.name}`, '')" if c.nullable else f"{at}`{c.name}`"
                       for c in kind.stored)
     return f"MD5(CONCAT_WS(CHAR(31), {parts}))"
 
@@ -97,3 +118,85 @@ def purge_tombstones(kind: Kind) -> str:
     """Delete up to N tombstones of a cluster observed before a time (retention)."""
     return (f"DELETE FROM `{kind.table}` WHERE cluster_id = %s AND state = 'Deleted'"
             f" AND query_at < %s LIMIT %s")
+
+
+# -- staged (MySQL 8) ---------------------------------------------------------------------------
+
+STAGE_FLAGS = ("bk_repair",)
+"""Staged columns beyond the table's own: whether the row is a full sync's repair record."""
+
+
+def stage_table(kind: Kind) -> str:
+    """The session temporary table that holds a chunk of `kind`'s rows."""
+    return f"bk_stage_{kind.table}"
+
+
+def stage_create(kind: Kind) -> str:
+    """The stage of `kind`: its table's columns and types (so strict mode refuses the same
+    values, with the same messages, when they are staged), the repair flag, the written
+    mark, and the primary key the joins use. No secondary index: it holds one chunk."""
+    columns = ",\n  ".join(f"`{c.name}` {mysql_type(c)}" for c in kind.stored)
+    return f"""CREATE TEMPORARY TABLE IF NOT EXISTS `{stage_table(kind)}` (
+  cluster_id VARCHAR({KEY_LIMIT}) NOT NULL,
+  uid VARCHAR({KEY_LIMIT}) NOT NULL,
+  {columns},
+  resource_version BIGINT NOT NULL,
+  checksum VARCHAR({CHECKSUM_LIMIT}) NOT NULL,
+  query_at DATETIME(6) NOT NULL,
+  state ENUM('Active', 'Deleted') NOT NULL,
+  bk_repair TINYINT NOT NULL,
+  bk_done TINYINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (cluster_id, uid)
+) {MYSQL_TABLE_OPTIONS}"""
+
+
+def stage_clear(kind: Kind) -> str:
+    """Empty the stage (DELETE, not TRUNCATE: TRUNCATE commits the transaction)."""
+    return f"DELETE FROM `{stage_table(kind)}`"
+
+
+def stage_insert(kind: Kind) -> str:
+    """One staged row: the table's columns in `column_names` order, then the repair flag."""
+    names = (*column_names(kind), *STAGE_FLAGS)
+    return (f"INSERT INTO `{stage_table(kind)}` ({', '.join(f'`{c}`' for c in names)})"
+            f" VALUES ({', '.join(['%s'] * len(names))})")
+
+
+def staged_rule(kind: Kind) -> str:
+    """The merge rule as a condition on the staged row `s` and the stored row `t`."""
+    same = (f"s.checksum = t.checksum AND s.state = t.state"
+            f" AND (t.state = 'Deleted' OR t.checksum = {content_sum(kind, 't')})")
+    return (f"((s.bk_repair = 0 AND s.resource_version > t.resource_version"
+            f" AND s.checksum <> t.checksum)"
+            f" OR (s.bk_repair = 1 AND s.resource_version >= t.resource_version"
+            f" AND NOT ({same})))")
+
+
+def staged_update(kind: Kind) -> str:
+    """Write every staged row the rule lets win over its stored row, and mark it.
+
+    STRAIGHT_JOIN: the stage drives, each of its rows finding its stored row by primary
+    key. A temporary table has no statistics worth the name, and left to itself the
+    optimizer may scan the whole kind table instead, locking every row it reads.
+    """
+    data = [f"t.`{c.name}` = IF(s.state = 'Active', s.`{c.name}`, t.`{c.name}`)"
+            for c in kind.stored]
+    books = [f"t.{c} = s.{c}" for c in BOOKKEEPING]
+    return (f"UPDATE `{stage_table(kind)}` AS s STRAIGHT_JOIN `{kind.table}` AS t"
+            f" ON t.cluster_id = s.cluster_id AND t.uid = s.uid"
+            f" SET {', '.join([*data, *books, 's.bk_done = 1'])}"
+            f" WHERE {staged_rule(kind)}")
+
+
+def staged_insert(kind: Kind) -> str:
+    """Insert the staged rows whose key is not stored (a first sighting, or a tombstone)."""
+    names = ", ".join(f"`{c}`" for c in column_names(kind))
+    picked = ", ".join(f"s.`{c}`" for c in column_names(kind))
+    return (f"INSERT INTO `{kind.table}` ({names}) SELECT {picked}"
+            f" FROM `{stage_table(kind)}` AS s LEFT JOIN `{kind.table}` AS t"
+            f" ON t.cluster_id = s.cluster_id AND t.uid = s.uid WHERE t.uid IS NULL")
+
+
+def staged_written(kind: Kind) -> str:
+    """How many staged rows the UPDATE wrote."""
+    return f"SELECT COUNT(*) FROM `{stage_table(kind)}` WHERE bk_done = 1"

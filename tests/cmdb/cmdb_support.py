@@ -54,6 +54,11 @@ class PodsView:
         return await self.store.count_by_state(PODS, cluster)
 
 
+def with_option(dsn: str, key: str, value: str) -> str:
+    """`dsn` with one more query parameter."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}{key}={value}"
+
+
 def at(version: int) -> datetime:
     """A distinct observation time per version, with microseconds."""
     return BASE + timedelta(seconds=version, microseconds=version)

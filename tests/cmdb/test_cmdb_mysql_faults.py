@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pymysql
 import pytest
-from cmdb_support import CLUSTER, PodsView, active, expected
+from cmdb_support import CLUSTER, PodsView, active, expected, with_option
 
 from reconciler import ApplyResult, Transient
 from synchronizer.cmdb import open_store
@@ -22,8 +22,9 @@ def admin(dsn: str) -> pymysql.connections.Connection:
                            password=u.password or "", database=u.path.lstrip("/"))
 
 
-async def test_lock_held_past_timeout_is_transient(mysql_dsn):
-    store = PodsView(await open_store(mysql_dsn + "?timeout=1"))
+async def test_lock_held_past_timeout_is_transient(mariadb_dsn):
+    mysql_dsn = mariadb_dsn
+    store = PodsView(await open_store(with_option(mysql_dsn, "timeout", "1")))
     try:
         await store.apply(CLUSTER, [active("p1", 5)])
         other = admin(mysql_dsn)
@@ -42,7 +43,8 @@ async def test_lock_held_past_timeout_is_transient(mysql_dsn):
         await store.close()
 
 
-async def test_killed_connections_are_transient_then_replaced(mysql_dsn):
+async def test_killed_connections_are_transient_then_replaced(mariadb_dsn):
+    mysql_dsn = mariadb_dsn
     store = PodsView(await open_store(mysql_dsn))
     try:
         await store.apply(CLUSTER, [active("p1", 5)])
@@ -68,9 +70,9 @@ async def test_killed_connections_are_transient_then_replaced(mysql_dsn):
         await store.close()
 
 
-async def test_aiomysql_driver_applies_the_same_rule(mysql_dsn):
+async def test_aiomysql_driver_applies_the_same_rule(mariadb_dsn):
     """The alternative driver (text protocol, multi-row rewrite) keeps rule and counts."""
-    store = PodsView(await open_store(mysql_dsn.replace("mysql://", "mysql+aiomysql://", 1)))
+    store = PodsView(await open_store(mariadb_dsn.replace("mysql://", "mysql+aiomysql://", 1)))
     try:
         a5, a9, b7 = active("p1", 5, 0), active("p1", 9, 0), active("p1", 7, 1)
         b9 = active("p1", 9, 1)
