@@ -116,10 +116,18 @@ def _reason(state: str, supervisor: ClusterSupervisor | None, error: str | None
     return "Failing", message
 
 
-def summarize(supervisor: ClusterSupervisor | None, error: str | None, pods: int) -> Summary:
-    """The summary of one running cluster (the controller's view of it)."""
+NAMES_SERVER = frozenset({"Unreachable", "Unauthorized", "KindRefused"})
+"""Reasons whose message starts with where the cluster is reached (the error may not)."""
+
+
+def summarize(supervisor: ClusterSupervisor | None, error: str | None, pods: int,
+              where: str = "") -> Summary:
+    """The summary of one running cluster (the controller's view of it); `where` is how it
+    is reached (`ClusterSpec.where`: a URL, never a secret)."""
     state = cluster_state(supervisor, error)
     reason, message = _reason(state, supervisor, error)
+    if reason in NAMES_SERVER and where and where not in message:
+        message = f"{where}: {message}"
     synced = last_full_sync(supervisor)
     return Summary(state=state, reason=reason, message=message[:300],
                    last_full_sync=synced.isoformat() if synced else None, pods=pods)

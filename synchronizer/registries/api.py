@@ -81,6 +81,8 @@ class RegistryPull:
         """Every declared cluster of the latest merge, held ones included."""
         self.generation = 0
         """Pulls finished so far."""
+        self.started = 0
+        """Pulls started so far (pulls run one at a time: pull n+1 starts after n ends)."""
         self._kicked = asyncio.Event()
         self._pulled = asyncio.Event()
 
@@ -118,6 +120,7 @@ class RegistryPull:
 
     async def pull(self) -> dict[str, ClusterSpec]:
         """Ask every registry; return the merge of the latest good answers."""
+        self.started += 1
         for i, registry in enumerate(self._registries):
             health = self.health[i]
             try:

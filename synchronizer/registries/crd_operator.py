@@ -90,11 +90,12 @@ class SyncClusterOperator:
     """kopf in its own thread; see the module docstring."""
 
     def __init__(self, *, home: HomeCluster, namespace: str, kick: Callable[[], None],
-                 board: Callable[[], Board]) -> None:
+                 board: Callable[[], Board], pulls_started: Callable[[], int]) -> None:
         self._home = home
         self._namespace = namespace
         self._kick = kick
         self._board = board
+        self._pulls_started = pulls_started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -150,7 +151,7 @@ class SyncClusterOperator:
         async def deleted(body: Any, meta: Any, **_: Any) -> None:
             source = source_of(body)
             uid = str(meta.get("uid") or source)
-            since = self._deleting_since.setdefault(uid, self._board().pulled)
+            since = self._deleting_since.setdefault(uid, self._pulls_started())
             self._kick_threadsafe()
             waiting: str | None = None
             with contextlib.suppress(TimeoutError):

@@ -103,7 +103,9 @@ def desired_status(obj: Mapping[str, Any], *, winner: ClusterSpec | None,
         state = _STATE_OF.get(reason, "Error")
         ready = reason == "Synced"
         message = summary.message
-        out.update(owner=owner, lastFullSync=summary.last_full_sync, pods=summary.pods)
+        synced = summary.last_full_sync
+        out.update(owner=owner, pods=summary.pods,
+                   lastFullSync=_stamp(datetime.fromisoformat(synced)) if synced else None)
     out["state"] = state
     out["conditions"] = [_condition(ready, reason, message, previous, now)]
     return out
@@ -137,8 +139,9 @@ class Board:
     def waiting_for(self, cluster_id: str, source: str, since_pull: int) -> str | None:
         """Why the SyncCluster `source` (being deleted) must wait; None once released.
 
-        `since_pull`: the pull generation when the deletion was first seen; a pull after
-        it must have happened, or the registry may not have noticed yet.
+        `since_pull`: how many pulls had started when the deletion was first seen; a pull
+        that started after it must have finished (and, for soft deletes, been seen by the
+        removal), or the registry may not have noticed yet.
         """
         if self.pulled <= since_pull:
             return "the master has not read the registries since the deletion"
@@ -165,12 +168,14 @@ class StatusWriter:
     def __init__(self, *, registry: CrdRegistry, pull: RegistryPull,
                  owners: Callable[[], Mapping[str, str]], summaries: Summaries,
                  removing: Callable[[], frozenset[str]] = frozenset,
+                 removal_seen: Callable[[], int] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._registry = registry
         self._pull = pull
         self._owners = owners
         self._summaries = summaries
         self._removing = removing
+        self._removal_seen = removal_seen
         self._clock = clock
         self._written: dict[str, _Written] = {}
         self.board = Board()
@@ -187,10 +192,13 @@ class StatusWriter:
 
     def update_board(self) -> None:
         """Refresh the delete handler's snapshot from the latest merge and assignment."""
+        pulled = self._pull.generation
+        if self._removal_seen is not None:  # soft deletes: `removing` is as of this pull
+            pulled = min(pulled, self._removal_seen())
         self.board = Board(
             assigned=frozenset(self._owners()),
             declared={c: (str(s.origin), s.source) for c, s in self._pull.declared.items()},
-            removing=frozenset(self._removing()), pulled=self._pull.generation)
+            removing=frozenset(self._removing()), pulled=pulled)
 
     async def pass_once(self) -> None:
         """One pass over the listed SyncClusters."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 BATCH = 500
 """Tombstones per transaction."""
 PASS_EVERY = 30.0
-"""Seconds between passes without a pull (a removal that waited for its lease)."""
+"""Seconds between passes when nothing is waiting and no pull happened."""
+RETRY_EVERY = 1.0
+"""Seconds between passes while a removed cluster waits for its owner to stop."""
 
 
 class Removal:
     """The master's handling of removed clusters; see the module docstring."""
 
     def __init__(self, *, pull: RegistryPull, store: Callable[[], CmdbStore],
-                 assigned: Callable[[], Mapping[str, str]],
+                 assigned: Callable[[], Collection[str]],
                  fence: Callable[[], Awaitable[Fence]],
                  mode: Literal["keep", "delete"], lease_ttl: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -68,20 +70,25 @@ class Removal:
         """Clusters that left every registry and are not dealt with yet."""
         self.removed: list[str] = []
         """Clusters dealt with by this instance, in order (for /status and tests)."""
+        self.seen = 0
+        """The pull generation the latest finished pass started from: `pending` is true of
+        every pull up to it (what a SyncCluster's finalizer waits for)."""
 
     async def run(self) -> None:
         """Follow the pulls until cancelled."""
         seen = -1
         while True:
+            waiting = await self.pass_once()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PASS_EVERY):
+                async with asyncio.timeout(RETRY_EVERY if waiting else PASS_EVERY):
                     seen = await self._pull.wait_pulled(seen)
-            await self.pass_once()
 
-    async def pass_once(self) -> None:
-        """Record declared clusters; deal with those no registry declares any more."""
+    async def pass_once(self) -> bool:
+        """Record declared clusters; deal with those no registry declares any more.
+        True when some removed cluster is still waiting (for its owner to stop)."""
         if not self._pull.complete:
-            return
+            return False
+        generation = self._pull.generation
         declared = dict(self._pull.declared)
         tables = RegistryTables(self._store())
         registered = await tables.registered()
@@ -95,12 +102,14 @@ class Removal:
             if cluster in assigned or cluster in self._pull.declared:
                 continue  # not unassigned yet, or declared again meanwhile
             if self.mode == "delete" and not await self._soft_delete(ClusterId(cluster)):
-                continue
+                continue  # its lease is still held: an owner is stopping
             await tables.mark([(cluster, "")], REMOVED)
             self.removed.append(cluster)
             self.pending = self.pending - {cluster}
             log.info("cluster %s left every registry: stopped, rows %s", cluster,
                      "soft-deleted" if self.mode == "delete" else "kept")
+        self.seen = generation
+        return bool(self.pending)
 
     async def _soft_delete(self, cluster: ClusterId) -> bool:
         store = self._store()

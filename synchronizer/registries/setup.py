@@ -115,18 +115,20 @@ class RegistrySetup:
                           else ZkSummaries(session, coordinator.root, inst.id, compute))
         pull = self.pull
         self.removal = Removal(
-            pull=pull, store=self._store, assigned=self.placement, fence=self._removal_fence,
+            pull=pull, store=self._store, assigned=self._busy, fence=self._removal_fence,
             mode=self.settings.sync.on_cluster_removed, lease_ttl=self.settings.sync.lease_ttl)
         if self.crd is not None and self.home is not None:
             removal = self.removal
             self.status_writer = StatusWriter(
                 registry=self.crd, pull=pull, summaries=self.summaries,
                 owners=lambda: {c: o for c, (o, _) in self.placement().items()},
-                removing=lambda: removal.pending if removal.mode == "delete" else frozenset())
+                removing=lambda: removal.pending if removal.mode == "delete" else frozenset(),
+                removal_seen=(lambda: removal.seen) if removal.mode == "delete" else None)
             writer = self.status_writer
             self.operator = SyncClusterOperator(
                 home=self.home, namespace=self.settings.registries.crd.namespace,
-                kick=pull.kick, board=lambda: writer.board)
+                kick=pull.kick, board=lambda: writer.board,
+                pulls_started=lambda: pull.started)
 
     # -- views --------------------------------------------------------------------------
 
@@ -151,6 +153,10 @@ class RegistrySetup:
             out[cluster] = (owner, spec)
         return out
 
+    def _busy(self) -> set[str]:
+        """Clusters assigned to anyone, or still running here (a stop takes a moment)."""
+        return set(self.placement()) | {str(c) for c in self.controller.clusters}
+
     async def _compute(self) -> dict[str, Summary]:
         from synchronizer.clusters import table_kinds
 
@@ -158,10 +164,11 @@ class RegistrySetup:
         for cluster, running in list(self.controller.clusters.items()):
             counts = self.counts.peek(cluster)
             if not counts:
-                spec = running.assigned.spec
-                counts = await self.counts.of(cluster, table_kinds(spec, self.settings))
+                counts = await self.counts.of(
+                    cluster, table_kinds(running.assigned.spec, self.settings))
+            spec = running.assigned.spec
             out[str(cluster)] = summarize(running.supervisor, running.error,
-                                          counts.get("pods", 0))
+                                          counts.get("pods", 0), spec.where if spec else "")
         return out
 
     async def _removal_fence(self) -> Fence:
