@@ -112,14 +112,14 @@ def parse(body: bytes) -> dict[str, Any]:
     seen: dict[str, int] = {}
     for i, raw in enumerate(clusters):
         cluster = _cluster(i, raw, problems)
-        if cluster is None:
+        cid = raw.get("id") if isinstance(raw, Mapping) else None
+        if isinstance(cid, str) and cid in seen:
+            problems.append(f"clusters[{i}].id: {cid[:80]!r} is also clusters[{seen[cid]}]")
             continue
-        if cluster["id"] in seen:
-            problems.append(f"clusters[{i}].id: {cluster['id']!r} is also clusters"
-                            f"[{seen[cluster['id']]}]")
-            continue
-        seen[cluster["id"]] = i
-        out.append(cluster)
+        if isinstance(cid, str):
+            seen[cid] = i
+        if cluster is not None:
+            out.append(cluster)
     if problems:
         raise Invalid(problems)
     return {"clusters": sorted(out, key=lambda c: c["id"])}

@@ -87,6 +87,23 @@ class Outcome:
     body: dict[str, Any]
 
 
+def _ours(placement: Placement, cluster: str, name: str) -> bool:
+    """True while `cluster` is assigned as a cluster of topology `name` (a cluster that
+    another registry declares now is no longer this topology's to stop)."""
+    _, spec = placement.get(cluster, ("", None))
+    return cluster in placement and (spec is None or (
+        spec.origin is Origin.TOPOLOGY and spec.source == name))
+
+
+def _stopped(placement: Placement, summaries: Mapping[str, Mapping[str, Summary]],
+             cluster: str, name: str) -> bool:
+    """True once `cluster` no longer runs as topology `name`'s: unassigned and reported by
+    no owner (a stop takes a moment), or assigned from another registry now."""
+    if _ours(placement, cluster, name):
+        return False
+    return cluster in placement or not any(cluster in s for s in summaries.values())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -181,11 +198,13 @@ class TopologyService:
                     return Outcome(404, {"error": f"no topology {name!r}"})
                 if await tables.write_topology(name, None, DELETED_DIGEST, row.version):
                     gone = [c["id"] for c in orjson.loads(row.body).get("clusters") or ()]
-                    stopped = await self._wait_gone(gone)
+                    stopped = await self._wait_gone(name, gone)
                     placement = self._view.placement()
+                    summaries = await self._view.summaries.read()
                     return Outcome(200, {"name": name, "deleted": True, "stopped": stopped,
-                                         "clusters": [{"id": c, "state": "stopping" if c in
-                                                       placement else "stopped"} for c in gone]})
+                                         "clusters": [{"id": c, "state": "stopped" if _stopped(
+                                             placement, summaries, c, name) else "stopping"}
+                                             for c in gone]})
         return Outcome(409, {"errors": [f"topology {name!r} kept changing under concurrent"
                                         " writes; try again"]})
 
@@ -242,9 +261,10 @@ class TopologyService:
                     await asyncio.sleep(WATCH_EVERY)
         return False
 
-    async def _wait_gone(self, gone: list[str]) -> bool:
-        """Wait (bounded) until none of `gone` is assigned."""
-        return await self._wait(lambda placement, _: all(c not in placement for c in gone))
+    async def _wait_gone(self, name: str, gone: list[str]) -> bool:
+        """Wait (bounded) until none of `gone` is assigned as this topology's."""
+        return await self._wait(lambda placement, summaries: all(
+            _stopped(placement, summaries, c, name) for c in gone))
 
     async def _deploy(self, name: str, doc: Mapping[str, Any], previous: TopologyRow | None,
                       version: int) -> Outcome:
@@ -255,7 +275,7 @@ class TopologyService:
 
         def deployed(placement: Placement,
                      summaries: Mapping[str, Mapping[str, Summary]]) -> bool:
-            ok = not any(c in placement for c in gone)
+            ok = all(_stopped(placement, summaries, c, name) for c in gone)
             for cluster, spec in wanted.items():
                 owner, assigned = placement.get(cluster, (None, None))
                 summary = summaries.get(owner, {}).get(cluster) if owner else None

@@ -109,7 +109,11 @@ class StandaloneCoordinator:
     def _publish(self, clusters: Mapping[str, ClusterSpec]) -> None:
         fence = Fence(owner=self.instance_id, epoch=0)
         fences = {ClusterId(c): Assigned(fence, clusters[c]) for c in sorted(clusters)}
-        if self._owned.set(MappingProxyType(fences)):
+        # a spec that only moved to another registry is equal, yet must reach the controller
+        moved = any(a.spec is not None and (b := self._owned.value.get(c)) is not None
+                    and b.spec is not None and (a.spec.origin, a.spec.source)
+                    != (b.spec.origin, b.spec.source) for c, a in fences.items())
+        if self._owned.set(MappingProxyType(fences), force=moved):
             log.info("standalone: owning %d clusters", len(fences))
             if self._metrics is not None:
                 self._metrics.set("assigned_clusters", {}, len(fences))

@@ -62,10 +62,12 @@ def settings_for(sim: Simulator, dsn: str, *, instance: str = "sync-a",
                  clusters: Sequence[ClusterSettings] = (), crd: bool = True,
                  bcs: str | None = None, bcs_token: str = "", bcs_interval: float = 3600,
                  zk: str | None = None, zk_root: str = "/bkcmdb", admin: bool = True,
-                 pull_interval: float = 3600, **sync: Any) -> Settings:
+                 pull_interval: float = 3600, home_url: str | None = None,
+                 **sync: Any) -> Settings:
     """Settings of one instance; ports 0 (the OS picks)."""
+    home = home_url or sim.url_for("home")
     registries = RegistriesSettings(
-        crd=CrdRegistrySettings(enabled=crd, server=sim.url_for("home") if crd else "",
+        crd=CrdRegistrySettings(enabled=crd, server=home if crd else "",
                                 token=SecretStr(HOME_TOKEN) if crd else None),
         http=HttpRegistrySettings(url=bcs or "", token=SecretStr(bcs_token),
                                   interval=bcs_interval))
@@ -159,6 +161,11 @@ class Home:
             return True
         await self.until(holds)
         return self.status(name)
+
+
+def health(instance: Instance, origin: str) -> Any:
+    """One registry's health record."""
+    return next(h for h in instance.pull.health if h.origin == origin)
 
 
 async def until(predicate: Callable[[], bool]) -> None:
