@@ -28,8 +28,11 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 C1_TOKEN = "c1-cluster-token"
 
 
+Admin = tuple[Instance, httpx.AsyncClient]
+
+
 @pytest.fixture
-async def admin(sim: Simulator, mysql_dsn: str) -> AsyncIterator[tuple[Instance, httpx.AsyncClient]]:
+async def admin(sim: Simulator, mysql_dsn: str) -> AsyncIterator[Admin]:
     sim.cluster("c1").token = C1_TOKEN  # c1 answers only with its token
     async with running(settings_for(sim, mysql_dsn, crd=False)) as instance, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{instance.http.bound[0]}",
@@ -55,7 +58,7 @@ async def stored(dsn: str) -> dict[str, int]:
         await store.close()
 
 
-async def test_authentication_limits_and_validation(admin: tuple[Instance, httpx.AsyncClient],
+async def test_authentication_limits_and_validation(admin: Admin,
                                                     sim: Simulator, mysql_dsn: str) -> None:
     """TEST-MATRIX row 46."""
     _, http = admin
@@ -102,7 +105,7 @@ async def test_authentication_limits_and_validation(admin: tuple[Instance, httpx
     assert (await http.delete("/v1/topologies/t1", headers=AUTH)).status_code == 404
 
 
-async def test_a_failed_participant_changes_nothing(admin: tuple[Instance, httpx.AsyncClient],
+async def test_a_failed_participant_changes_nothing(admin: Admin,
                                                     sim: Simulator, mysql_dsn: str) -> None:
     """TEST-MATRIX row 45, first half."""
     instance, http = admin
@@ -120,7 +123,7 @@ async def test_a_failed_participant_changes_nothing(admin: tuple[Instance, httpx
     assert not instance.controller.clusters
 
 
-async def test_apply_reapply_change_and_delete(admin: tuple[Instance, httpx.AsyncClient],
+async def test_apply_reapply_change_and_delete(admin: Admin,
                                                sim: Simulator, mysql_dsn: str) -> None:
     instance, http = admin
     reply = await http.put("/v1/topologies/t1", json=topology(sim, "c1", "c2"), headers=AUTH)
@@ -178,7 +181,7 @@ async def test_another_registrys_cluster_is_refused(sim: Simulator, mysql_dsn: s
         assert await stored(mysql_dsn) == {}
 
 
-async def test_concurrent_writes_are_serialised(admin: tuple[Instance, httpx.AsyncClient],
+async def test_concurrent_writes_are_serialised(admin: Admin,
                                                 sim: Simulator, mysql_dsn: str) -> None:
     """TEST-MATRIX row 45, second half: two PUTs of one topology at once, through one
     instance (its lock) - both applied, one after the other, the last one whole."""
