@@ -163,9 +163,10 @@ class HomeCluster:
         except (binascii.Error, UnicodeDecodeError, TypeError):
             raise SecretError(f"secret secret:{ref}: key {key!r} is not base64 text") from None
 
-    async def reachable(self) -> None:
+    async def reachable(self, namespace: str = "") -> None:
         """List one SyncCluster (check-config --connect); `HomeError` if that fails."""
-        response = await self.request("GET", sync_cluster_path(), params={"limit": "1"})
+        response = await self.request("GET", sync_cluster_path(namespace),
+                                      params={"limit": "1"})
         if response.status_code != 200:
             raise HomeError(f"home cluster: listing SyncClusters: {_message(response)}")
 
