@@ -33,7 +33,7 @@ from kazoo.exceptions import ConnectionClosedError
 from reconciler import ClusterId, Metrics
 from synchronizer.registries import Registry, RegistryPull
 
-from .api import Assigned, CoordinationStatus, Member
+from .api import Assigned, CoordinationStatus, Member, moved_registry
 from .assignment import Assignment, Decision, Publisher
 from .election import Election, Leadership, LeadershipLost
 from .hashring import DEFAULT_LOAD_FACTOR, DEFAULT_VNODES, assign
@@ -347,7 +347,8 @@ class ZooKeeperCoordinator:
         if joined and registered is not None:
             share = self._doc.value.share(self.instance_id, registered[1])
         self._ready = joined and self._doc_seen
-        if self._owned.set(MappingProxyType(share)):
+        moved = moved_registry(self._owned.value, share)  # equal, but must reach the controller
+        if self._owned.set(MappingProxyType(share), force=moved):
             log.info("owning %d clusters", len(share))
             self._gauge("assigned_clusters", len(share))
 

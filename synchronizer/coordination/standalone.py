@@ -18,7 +18,7 @@ from types import MappingProxyType
 from reconciler import ClusterId, Fence, Metrics
 from synchronizer.registries import ClusterSpec, Registry, RegistryPull
 
-from .api import Assigned, CoordinationStatus
+from .api import Assigned, CoordinationStatus, moved_registry
 from .latest import Latest
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,7 @@ class StandaloneCoordinator:
     def _publish(self, clusters: Mapping[str, ClusterSpec]) -> None:
         fence = Fence(owner=self.instance_id, epoch=0)
         fences = {ClusterId(c): Assigned(fence, clusters[c]) for c in sorted(clusters)}
-        # a spec that only moved to another registry is equal, yet must reach the controller
-        moved = any(a.spec is not None and (b := self._owned.value.get(c)) is not None
-                    and b.spec is not None and (a.spec.origin, a.spec.source)
-                    != (b.spec.origin, b.spec.source) for c, a in fences.items())
+        moved = moved_registry(self._owned.value, fences)  # equal, but must reach the controller
         if self._owned.set(MappingProxyType(fences), force=moved):
             log.info("standalone: owning %d clusters", len(fences))
             if self._metrics is not None:

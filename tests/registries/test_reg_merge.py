@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
+import pytest
 from registries_support import (
     ADMIN_TOKEN,
     PODS,
@@ -100,9 +103,15 @@ async def test_an_unreachable_home_cluster_keeps_the_last_good_answer(
         await proxy.close()
 
 
+@pytest.mark.parametrize("mode", ["standalone", "zookeeper"])
 async def test_a_cluster_moves_between_registries_without_a_restart(
-        sim: Simulator, home: Home, mysql_dsn: str) -> None:
-    async with running(settings_for(sim, mysql_dsn)) as instance, httpx.AsyncClient(
+        sim: Simulator, home: Home, mysql_dsn: str, mode: str,
+        request: pytest.FixtureRequest) -> None:
+    zk = {}
+    if mode == "zookeeper":
+        zk = {"zk": request.getfixturevalue("zk_server").hosts,
+              "zk_root": f"/t-{uuid.uuid4().hex[:12]}"}
+    async with running(settings_for(sim, mysql_dsn, **zk)) as instance, httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{instance.http.bound[0]}", timeout=60,
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
         reply = await admin.put("/v1/topologies/t1", json={"clusters": [
