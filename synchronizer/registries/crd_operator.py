@@ -102,8 +102,6 @@ class SyncClusterOperator:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._deleting_since: dict[str, int] = {}
-        self.handled: list[tuple[str, str]] = []
-        """(handler, namespace/name) of every handler run, for tests and diagnostics."""
 
     # -- the handlers (run in kopf's thread and loop) -------------------------------------
 
@@ -128,8 +126,7 @@ class SyncClusterOperator:
                 certificate_path=loaded.cert_file, private_key_path=loaded.key_file,
                 default_namespace=self._namespace or None)
 
-        async def changed(body: Any, event: str, *, warn: bool) -> None:
-            self.handled.append((event, source_of(body)))
+        async def changed(body: Any, *, warn: bool) -> None:
             spec = spec_of(body)
             if warn and spec.hold is not None and hold_reason(spec.hold)[0] == INVALID:
                 kopf.warn(body, reason=INVALID, message=hold_reason(spec.hold)[1])
@@ -137,15 +134,15 @@ class SyncClusterOperator:
 
         @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
         async def created(body: Any, **_: Any) -> None:
-            await changed(body, "create", warn=True)
+            await changed(body, warn=True)
 
         @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
         async def updated(body: Any, **_: Any) -> None:
-            await changed(body, "update", warn=True)
+            await changed(body, warn=True)
 
         @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
         async def resumed(body: Any, **_: Any) -> None:
-            await changed(body, "resume", warn=False)
+            await changed(body, warn=False)
 
         @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
         async def deleted(body: Any, meta: Any, **_: Any) -> None:
@@ -164,7 +161,6 @@ class SyncClusterOperator:
             if waiting is not None:
                 raise kopf.TemporaryError(f"waiting: {waiting}", delay=1)
             self._deleting_since.pop(uid, None)
-            self.handled.append(("delete", source))
 
         return registry
 

@@ -43,6 +43,8 @@ from .tables import DECLARED, REMOVED, RegistryTables
 
 log = logging.getLogger(__name__)
 
+ID_LIMIT = 128
+"""The CMDB's cluster_id width: a longer id (an unusable SyncCluster's, held) never ran."""
 BATCH = 500
 """Tombstones per transaction."""
 PASS_EVERY = 30.0
@@ -93,7 +95,7 @@ class Removal:
         tables = RegistryTables(self._store())
         registered = await tables.registered()
         await tables.mark([(c, str(s.origin)) for c, s in declared.items()
-                           if registered.get(c) != DECLARED], DECLARED)
+                           if registered.get(c) != DECLARED and len(c) <= ID_LIMIT], DECLARED)
         gone = sorted(c for c, state in registered.items()
                       if state == DECLARED and c not in declared)
         self.pending = frozenset(gone)
