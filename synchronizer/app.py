@@ -81,7 +81,7 @@ class Instance:
                                      backoff_max=settings.sync.backoff_max)
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
         self.setup.attach(coordinator=self.coordinator, controller=self.controller,
-                          counts=self.counts, kinds_of=self._kinds)
+                          counts=self.counts)
         inst = settings.instance
         self.http = HttpServer(
             address=inst.address, port=inst.port, metric_port=inst.metric_port,

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from reconciler import ClusterId, Fence
+from reconciler import Fence
 from reconciler._backoff import Backoff
 from synchronizer.cmdb import CmdbStore
 from synchronizer.settings import Settings
@@ -80,8 +80,6 @@ class RegistrySetup:
         self.removal: Removal | None = None
         self.status_writer: StatusWriter | None = None
         self.operator: SyncClusterOperator | None = None
-        self.routes: list[web.RouteDef] = []
-        self._routes_ready = False
 
     @property
     def pull_interval(self) -> float:
@@ -102,8 +100,7 @@ class RegistrySetup:
                                   probe=probe)
         return admin_routes(token.get_secret_value(), service)
 
-    def attach(self, *, coordinator: Any, controller: Any, counts: Any,
-               kinds_of: Callable[[ClusterId], Mapping[str, Any]]) -> None:
+    def attach(self, *, coordinator: Any, controller: Any, counts: Any) -> None:
         """Wire in the instance's coordinator, controller and row counts."""
         self.coordinator = coordinator
         self.controller = controller
