@@ -75,6 +75,42 @@ def count_rows(database: str, cluster: str) -> dict[str, int]:
     return out
 
 
+def bulk_insert_seconds(database: str, cluster: str, *, batch: int = 500) -> tuple[float, int]:
+    """The reference an initial sync is held to: the same rows, re-inserted into an empty
+    copy of the `pods` table with multi-row INSERTs of `batch` rows, one commit each,
+    through the same driver the store uses (asyncmy), from a tight loop with the values
+    already in memory. (seconds, rows)."""
+    import asyncio
+
+    import asyncmy
+
+    u = urlsplit(server_dsn())
+
+    async def run() -> tuple[float, int]:
+        conn = await asyncmy.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306,
+                                     user=u.username or "root", password=u.password or "",
+                                     database=database, autocommit=True)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("DROP TABLE IF EXISTS pods_bulk")
+                await cur.execute("CREATE TABLE pods_bulk LIKE pods")
+                await cur.execute("SELECT * FROM pods WHERE cluster_id = %s", (cluster,))
+                rows = list(await cur.fetchall())
+                names = ", ".join(f"`{d[0]}`" for d in cur.description)
+                marks = ", ".join(["%s"] * len(cur.description))
+                sql = f"INSERT INTO pods_bulk ({names}) VALUES ({marks})"
+                started = time.perf_counter()
+                for i in range(0, len(rows), batch):
+                    await cur.executemany(sql, rows[i:i + batch])
+                seconds = time.perf_counter() - started
+                await cur.execute("DROP TABLE pods_bulk")
+        finally:
+            conn.close()
+        return seconds, len(rows)
+
+    return asyncio.run(run())
+
+
 def mariadb_version() -> str:
     """`SELECT VERSION()` of the server."""
     conn = connect()

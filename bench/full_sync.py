@@ -9,6 +9,14 @@ index, write every Pod), then ask for a second full sync with nothing changed (l
 diff against the stored index, write nothing) and time it; then read the process's peak
 RSS (VmHWM, which includes the interpreter and imports).
 
+Two references are measured in the same run, so the figures that matter are ratios:
+- a plain paged read of the same list by the same worker through the same client (bytes
+  and continue tokens only): the floor of any re-sync, since the bytes must be read
+  (`resync_to_read`, target ≤ 1.3);
+- the MariaDB bulk-insert rate of the same rows (`common.bulk_insert_seconds`: multi-row
+  INSERTs of 500 rows through asyncmy from a tight loop): the initial sync's rate as a
+  fraction of it (`initial_to_bulk`, target ≥ 0.7).
+
     .venv/bin/python -m bench.full_sync                       # 100,000 pods, 3 runs
     .venv/bin/python -m bench.full_sync --pods 5000 --runs 1 --gc freeze
     .venv/bin/python -m bench.full_sync --impl naive --pods 20000 --runs 1
@@ -25,6 +33,7 @@ from .common import (
     CpuMeter,
     SimProcess,
     Worker,
+    bulk_insert_seconds,
     count_rows,
     drop_database,
     fresh_database,
@@ -74,7 +83,9 @@ def run_once(sim: SimProcess, *, impl: str, pods: int, options: Sequence[str],
             meter.start()
             second = worker.call("resync")
             second_cpu = meter.stop()
+            read = worker.call("read_list")
         last = worker.close()
+    bulk_s, bulk_rows = bulk_insert_seconds(DATABASE, cluster)
     rows = count_rows(DATABASE, cluster)
     if rows.get("Active", 0) != pods:
         raise RuntimeError(f"{impl}: {rows} rows after the sync of {pods} pods")
@@ -84,11 +95,14 @@ def run_once(sim: SimProcess, *, impl: str, pods: int, options: Sequence[str],
         **{f"initial_{k}_cpu_s": v for k, v in first_cpu.items()},
         "initial_gc_s": first.get("gc_s", 0.0),
         "load": before, "command": " ".join(["python", *worker.command[1:]]),
+        "bulk_s": bulk_s, "bulk_rows_s": bulk_rows / bulk_s,
+        "initial_to_bulk": (pods / first["seconds"]) / (bulk_rows / bulk_s),
     }
     if second is not None:
         out.update(resync_s=second["seconds"], resync_pods_s=pods / second["seconds"],
                    resync_cpu_s=second["cpu"], resync_rows=second["rows"],
-                   resync_gc_s=second.get("gc_s", 0.0),
+                   resync_gc_s=second.get("gc_s", 0.0), read_s=read["seconds"],
+                   resync_to_read=second["seconds"] / read["seconds"],
                    **{f"resync_{k}_cpu_s": v for k, v in second_cpu.items()})
     return out
 
@@ -111,8 +125,10 @@ def describe(s: dict[str, Any]) -> str:
     """One line of a summary."""
     line = (f"{s['impl']} {' '.join(s['options']) or '(defaults)'}: {s['pods']:,} pods, "
             f"initial {s['initial_s']:.2f} s ({s['initial_pods_s']:,.0f} pods/s)")
+    line += f" = {s['initial_to_bulk']:.2f}x bulk insert ({s['bulk_rows_s']:,.0f} rows/s)"
     if "resync_s" in s:
-        line += f", re-sync {s['resync_s']:.2f} s ({s['resync_pods_s']:,.0f} pods/s)"
+        line += (f", re-sync {s['resync_s']:.2f} s ({s['resync_pods_s']:,.0f} pods/s)"
+                 f" = {s['resync_to_read']:.2f}x a plain paged read ({s['read_s']:.2f} s)")
     runs = "/".join(f"{r['initial_s']:.1f}" for r in s["runs"])
     line += f", GC {s['initial_gc_s']:.2f}/{s.get('resync_gc_s', 0):.2f} s"
     return line + f", peak RSS {s['vmhwm_mib']:.0f} MiB, load {s['load']:.2f} [runs {runs}]"

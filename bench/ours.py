@@ -1,7 +1,7 @@
 """The synchronizer side of the benchmarks, in a process of its own: `python -m bench.ours`.
 
 It wires the production parts the way `synchronizer.clusters` does — a `KubeSource` of pods
-(httpx + msgspec) over a `ClusterClient`, a `ClusterReconciler` with the Prometheus
+(aiohttp + msgspec) over a `ClusterClient`, a `ClusterReconciler` with the Prometheus
 metrics writing into the MariaDB store's `pods` table, and a `ClusterSupervisor` holding
 the cluster's lease with a fence — for one cluster, and obeys commands from the driver
 (`bench.common.Worker`), one JSON object per line on stdin, one reply per line on stdout:
@@ -9,6 +9,8 @@ the cluster's lease with a fence — for one cluster, and obeys commands from th
     ping         reply once set-up (imports, store, tables) is done
     start        run the reconciler; reply once the first full sync is done (its seconds)
     resync       request a full sync and reply when it is done (its seconds)
+    read_list    page through the same list with the same client, reading the bytes and
+                 the continue token only (the floor of any re-sync): its seconds
     arm          reset the event counter and start logging commits (key, version,
                  time received, time committed)
     catch_up     {rv}: wait until everything up to rv is received and written; reply the
@@ -40,6 +42,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from reconciler import (
@@ -55,6 +58,7 @@ from reconciler import (
     ReconcilerSettings,
     Record,
     Stamp,
+    Unchanged,
 )
 from synchronizer.cmdb import CmdbStore, KindTable, open_store
 from synchronizer.kinds import PODS
@@ -64,6 +68,31 @@ from synchronizer.metrics import PrometheusMetrics
 from .common import vm_hwm_kib
 
 GC_MODES = ("default", "freeze", "freeze-index", "off")
+
+
+class _Continue(msgspec.Struct):
+    continue_: str = msgspec.field(default="", name="continue")
+
+
+class _PageMeta(msgspec.Struct):
+    metadata: _Continue = msgspec.field(default_factory=_Continue)
+
+
+_PAGE_META = msgspec.json.Decoder(_PageMeta)
+
+
+async def read_list(client: ClusterClient, page_size: int) -> tuple[int, int]:
+    """Read every page of the Pod list; (pages, bytes). Only the token is decoded."""
+    token, pages, size = "", 0, 0
+    while True:
+        params = {"limit": str(page_size), **({"continue": token} if token else {})}
+        async with client.request(PODS.resources[0].path, params,
+                                  read_timeout=120) as response:
+            body = await response.read()
+        pages, size = pages + 1, size + len(body)
+        token = _PAGE_META.decode(body).metadata.continue_
+        if not token:
+            return pages, size
 
 
 class GcClock:
@@ -101,9 +130,9 @@ class ObservedSource:
         self.events = 0
         self.first_event = None
 
-    def list(self) -> AsyncIterator[Page]:
+    def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
         """The inner source's list."""
-        return self.inner.list()
+        return self.inner.list(unchanged)
 
     async def watch(self, since: int) -> AsyncIterator[Event]:
         """The inner source's watch, observed."""
@@ -149,6 +178,10 @@ class ObservedStore:
             now = time.time()
             self.log.extend((r.key, r.version, r.query_at.timestamp(), now) for r in batch)
         return result
+
+    async def reset_versions(self, cluster: ClusterId, *, fence: Fence | None = None) -> int:
+        """The inner store's."""
+        return await self.table.reset_versions(cluster, fence=fence)
 
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
         """The inner lease acquisition."""
@@ -233,6 +266,12 @@ class Bench:
             self.generation = await rec.wait_synced(self.generation)
             return {"seconds": time.perf_counter() - started, "rows": store.rows - rows,
                     "cpu": time.process_time() - cpu, "vmhwm_kib": vm_hwm_kib()}
+        if cmd == "read_list":
+            started = time.perf_counter()
+            cpu = time.process_time()
+            pages, size = await read_list(source.inner.client, self.args.page_size)
+            return {"seconds": time.perf_counter() - started, "pages": pages, "bytes": size,
+                    "cpu": time.process_time() - cpu}
         if cmd == "arm":
             source.arm()
             store.arm()

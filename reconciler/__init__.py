@@ -41,7 +41,9 @@ from ._types import (
     Record,
     Stamp,
     State,
+    Unchanged,
 )
+from ._writer import MultiStore, Scope, WriteGroup, Writer, WriterSettings
 
 __all__ = [
     "TOMBSTONE",
@@ -58,6 +60,7 @@ __all__ = [
     "Fenced",
     "Leases",
     "Metrics",
+    "MultiStore",
     "NullMetrics",
     "ObjectKey",
     "Page",
@@ -69,6 +72,7 @@ __all__ = [
     "Record",
     "Refused",
     "Runnable",
+    "Scope",
     "Source",
     "SourceError",
     "SourceUnavailable",
@@ -79,6 +83,10 @@ __all__ = [
     "StoreError",
     "SupervisorStatus",
     "Transient",
+    "Unchanged",
+    "WriteGroup",
+    "Writer",
+    "WriterSettings",
     "canonical",
     "checksum",
 ]

@@ -1,11 +1,26 @@
 """`ClusterReconciler`: keeps one kind of one cluster true in a store.
 
 Structure, inside one `TaskGroup`: a full-sync loop (on start, every
-`full_sync_interval`, after a 410 on the watch, after a gate overflow), a watch loop, the
-sender pool and a status tick. Events pass the gate (parked during a full sync), then the
-shards. Leases are not its business: the `ClusterSupervisor` takes the cluster's lease
-once for all of a cluster's kinds and runs their reconcilers under it, and the fence it
-was given only travels with each write.
+`full_sync_interval` with jitter, after a 410 on the watch, after a gate overflow) and a
+watch loop. Events pass the gate (parked during a full sync), then go to the writer, in
+this reconciler's *scope*: the writer is shared by every cluster and kind of an instance
+(`_writer.py`), or private to this reconciler when none is given. Leases are not its
+business: the `ClusterSupervisor` takes the cluster's lease once for all of a cluster's
+kinds and runs their reconcilers under it, and the fence it was given only travels with
+each write. An instance may share a semaphore that bounds how many full syncs run at once,
+so hundreds of clusters started together do not all list and write at the same moment.
+
+A full sync that finds the list's version below the newest stored version knows the
+cluster was rebuilt or its etcd restored: every listed version would be refused as stale.
+It raises the alarm (an error line, `version_resets_total`), resets the versions of the
+cluster's rows to 0 under the fence, and writes every listed object afresh (tombstoning
+the rest as usual); from then on the rows follow the new incarnation's versions.
+
+A full sync after the first successful one of a run lets the source skip objects whose
+stored row is at exactly the listed version with an intact checksum (`Unchanged`): this
+run has already projected or verified every such row with the same projection, so only
+the bytes need reading. The first full sync of a run vouches for nothing, because rows at
+an equal version may have been written by an older release or under another business id.
 
 The watch starts from a list's version as soon as that list is complete, not when its
 writes are done: on a cold database the writes of a big first sync can outlast the API
@@ -14,30 +29,44 @@ full sync. Its events are parked by the gate until the full sync's writes are th
 After a 410 the watch waits for a list that *started* after the 410 (a full sync already
 under way may list at a version that is gone too), so one 410 costs one relist.
 
-`stop()` is graceful and bounded: producers stop first, then the senders get
+`stop()` is graceful and bounded: producers stop first, then the scope gets
 `stop_timeout` to flush. No cleanup path waits on a part that is already dead: when the
-senders end (fenced, failed), the shards close and a full sync that was feeding them
-abandons its parked events instead of replaying them into nothing. Failures of the source
-or store are retried with jittered backoff inside; only `Fenced` (another owner holds the
-cluster) ends `run()` with an error.
+scope is closed (fenced, or the writer stopped), its producers are released and a full
+sync that was feeding it abandons its parked events instead of replaying them into
+nothing. Failures of the source or store are retried with jittered backoff inside; only
+`Fenced` (another owner holds the cluster) ends `run()` with an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ._backoff import Backoff
 from ._diff import changes, tombstones
-from ._errors import Expired, Fenced, Refused, SourceError, SourceUnavailable, Stalled, StoreError
+from ._errors import (
+    Expired,
+    Fenced,
+    QueueClosed,
+    Refused,
+    SourceError,
+    SourceUnavailable,
+    Stalled,
+    StoreError,
+)
 from ._gate import Gate
 from ._protocols import Metrics, Source, Store
-from ._sender import SenderPool
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
-from ._types import Bookmark, ClusterId, Fence, ObjectKey
+from ._types import Bookmark, ClusterId, Fence, ObjectKey, Record, Stamp, State, Unchanged
+from ._writer import Scope, Writer, WriterSettings
+
+PERIOD_JITTER = 0.2
+"""Each periodic full sync waits `full_sync_interval` times a factor in 1 ± this, so
+clusters started together drift apart instead of relisting in lockstep."""
 
 log = logging.getLogger("reconciler")
 
@@ -82,6 +111,8 @@ class ClusterReconciler:
         metrics: Metrics | None = None,
         fence: Fence | None = None,
         clock: Callable[[], datetime] = utcnow,
+        writer: Writer | None = None,
+        full_sync_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.cluster = cluster
         self.kind = kind
@@ -89,15 +120,23 @@ class ClusterReconciler:
         self.status = ReconcilerStatus(cluster=cluster, kind=kind)
         self._source = source
         self._store = store
+        self._fence = fence
         self._metrics: Metrics = metrics or NullMetrics()
         self._clock = clock
         self._labels = {"cluster": cluster, "kind": kind}
-        self._pool = SenderPool(
-            cluster=cluster, store=store, fence=fence, settings=self.settings,
-            metrics=self._metrics, clock=clock, labels=self._labels,
-        )
-        self._gate = Gate(capacity=self.settings.gate_capacity, dispatch=self._pool.put,
-                          enabled=self.settings.gate_enabled)
+        self._own_writer = writer is None
+        self._writer = writer or Writer(metrics=self._metrics, settings=WriterSettings(
+            senders=self.settings.senders, batch_size=self.settings.batch_size,
+            linger=self.settings.linger,
+            budget=self.settings.gate_capacity
+            + self.settings.shard_capacity * self.settings.senders,
+            backoff_initial=self.settings.backoff_initial,
+            backoff_max=self.settings.backoff_max, apply_retries=self.settings.apply_retries))
+        self._slots = full_sync_slots
+        self._scope: Scope | None = None
+        self._gate = Gate(capacity=self.settings.gate_capacity, dispatch=self._put,
+                          enabled=self.settings.gate_enabled, admit=self._may_park,
+                          count=self._count_parked)
         self._stop = asyncio.Event()
         self._resync = asyncio.Event()
         self._resync_reason = "periodic"
@@ -109,6 +148,7 @@ class ClusterReconciler:
         self._seen_version = 0
         self._progress = asyncio.Event()
         self._error_logged: str | None = None
+        self._verified = False  # a full sync of this run has checked every row
 
     # -- public surface -------------------------------------------------------------------
 
@@ -128,13 +168,30 @@ class ClusterReconciler:
 
     @property
     def queued(self) -> int:
-        """Records waiting in the sender queues right now."""
-        return self._pool.depth
+        """Records waiting in the writer right now."""
+        return self._scope.depth if self._scope is not None else 0
 
     @property
     def write_failure(self) -> tuple[float, str] | None:
         """(loop time since when, last error) while the store keeps refusing writes."""
-        return self._pool.failing
+        return self._scope.failing if self._scope is not None else None
+
+    @property
+    def scope(self) -> Scope:
+        """This reconciler's share of the writer (while it runs)."""
+        if self._scope is None:
+            raise RuntimeError(f"{self._name} is not running")
+        return self._scope
+
+    async def _put(self, record: Record) -> None:
+        await self.scope.put(record)
+
+    def _may_park(self) -> bool:
+        return self._scope is None or self._scope.may_park()
+
+    def _count_parked(self, n: int) -> None:
+        if self._scope is not None:
+            self._scope.set_parked(n)
 
     async def wait_synced(self, generation: int = 0) -> int:
         """Wait until more than `generation` full syncs have completed; return the count."""
@@ -158,15 +215,20 @@ class ClusterReconciler:
         while not self._gate.is_open:
             self._progress.clear()
             await self._progress.wait()
-        await self._pool.drained()
+        await self.scope.drained()
 
     async def run(self) -> None:
         """Reconcile until `stop()` or cancellation; raise `Fenced` if ownership is lost."""
         self._metrics.set("reconciler_up", self._labels, 1)
+        self._verified = False
+        scope = self._scope = self._writer.scope(
+            cluster=self.cluster, store=self._store, fence=self._fence, labels=self._labels,
+            clock=self._clock)
         try:
             async with asyncio.TaskGroup() as tg:
-                senders = tg.create_task(self._pool.run(), name=f"senders:{self._name}")
-                ticker = tg.create_task(self._tick())
+                writer = (tg.create_task(self._writer.run(), name=f"writer:{self._name}")
+                          if self._own_writer else None)
+                fenced = tg.create_task(self._fenced(scope))
                 producers = [
                     tg.create_task(self._full_sync_loop(), name=f"full-sync:{self._name}"),
                     tg.create_task(self._watch_loop(), name=f"watch:{self._name}"),
@@ -178,24 +240,33 @@ class ClusterReconciler:
                 await asyncio.wait(producers)
                 try:
                     async with asyncio.timeout(self.settings.stop_timeout):
-                        await self._pool.drained()
+                        await scope.drained()
                 except TimeoutError:
                     log.warning("%s: stopped with %d records unflushed; the next full sync"
-                                " repairs them", self._name, self._pool.depth)
-                senders.cancel()
-                ticker.cancel()
+                                " repairs them", self._name, scope.depth)
+                except QueueClosed:
+                    pass
+                fenced.cancel()
+                if writer is not None:
+                    writer.cancel()
         except BaseExceptionGroup as group:
-            # task groups nest (the sender pool has its own): look at the leaves
+            # task groups nest (the writer has its own): look at the leaves
             found = leaves(group)
-            fenced = [e for e in found if isinstance(e, Fenced)]
-            self.status.phase = Phase.FENCED if fenced else Phase.FAILED
-            first = (fenced or found)[0]
+            fenced_errors = [e for e in found if isinstance(e, Fenced)]
+            self.status.phase = Phase.FENCED if fenced_errors else Phase.FAILED
+            first = (fenced_errors or found)[0]
             self.status.last_error = str(first)
             raise first from None
         finally:
+            scope.close()
             self._metrics.set("reconciler_up", self._labels, 0)
             if self.status.phase not in (Phase.FENCED, Phase.FAILED):
                 self.status.phase = Phase.STOPPED
+
+    @staticmethod
+    async def _fenced(scope: Scope) -> None:
+        """End the run with `Fenced` once the writer finds this scope's cluster taken."""
+        raise await scope.fenced
 
     @property
     def _name(self) -> str:
@@ -235,8 +306,10 @@ class ClusterReconciler:
         if self._resync.is_set():
             self._resync.clear()
             return self._resync_reason
+        wait = self.settings.full_sync_interval * random.uniform(1 - PERIOD_JITTER,
+                                                                 1 + PERIOD_JITTER)
         try:
-            async with asyncio.timeout(self.settings.full_sync_interval):
+            async with asyncio.timeout(wait):
                 await self._resync.wait()
         except TimeoutError:
             return "periodic"
@@ -244,8 +317,17 @@ class ClusterReconciler:
         return self._resync_reason
 
     async def _full_sync(self, trigger: str) -> None:
+        if self._slots is None:
+            await self._full_sync_now(trigger)
+            return
+        self.status.phase = Phase.SYNCING
+        async with self._slots:
+            await self._full_sync_now(trigger)
+
+    async def _full_sync_now(self, trigger: str) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        scope = self.scope
         self.status.phase = Phase.SYNCING
         labels = self._labels
         await self._gate.close()
@@ -254,24 +336,42 @@ class ClusterReconciler:
         list_version: int | None = None
         listed = upserts = deletes = 0
         try:
-            await self._pool.drained()
+            await scope.drained()
             stored = await self._store.load_index(self.cluster)
-            seen: set[ObjectKey] = set()
-            async for page in self._source.list():
-                list_version = page.version
-                seen.update(page.held)
-                for record in changes(page.records, stored, seen):
-                    upserts += 1
-                    await self._pool.put(record)
+            newest = max((stamp.version for stamp in stored.values()), default=0)
+            while True:
+                seen: set[ObjectKey] = set()
+                vouch = _vouch(stored) if self._verified else None
+                backwards: int | None = None
+                pages = self._source.list(vouch)
+                try:
+                    async for page in pages:
+                        if list_version is None and page.version < newest:
+                            backwards = page.version
+                            break
+                        list_version = page.version
+                        seen.update(page.held)
+                        for record in changes(page.records, stored, seen):
+                            upserts += 1
+                            await scope.put(record)
+                finally:
+                    close = getattr(pages, "aclose", None)
+                    if close is not None:
+                        await close()
+                if backwards is None:
+                    break
+                await self._reset_versions(backwards, newest)
+                stored = await self._store.load_index(self.cluster)
+                newest = 0
             if list_version is None:
                 raise SourceUnavailable("the list returned no page")
             listed = len(seen)
             await self._announce_list(index, list_version)
             for record in tombstones(stored, seen, version=list_version, now=self._clock()):
                 deletes += 1
-                await self._pool.put(record)
+                await scope.put(record)
             del stored, seen
-            await self._pool.drained()
+            await scope.drained()
         except (SourceError, StoreError):
             # The senders still run: replay what was parked (all of it: no complete list
             # covers it), so the watch's news is not held back until the retry.
@@ -298,6 +398,7 @@ class ClusterReconciler:
         self.status.last_full_sync_seconds = duration
         self.status.full_syncs += 1
         self.status.phase = Phase.WATCHING
+        self._verified = True
         self._recovered()
         log.info("%s: full sync (%s) done in %.2fs at version %d: %d listed, %d upserts,"
                  " %d deletes", self._name, trigger, duration, list_version, listed,
@@ -306,6 +407,20 @@ class ClusterReconciler:
             self._generation += 1
             self._synced.notify_all()
         self._mark_progress(list_version)
+
+    async def _reset_versions(self, listed: int, newest: int) -> None:
+        """The cluster's versions went backwards: alert, then reset the rows' versions
+        (fenced) so that the list about to be written in full is not refused as stale."""
+        log.error("%s: versions went backwards (the list is at version %d, stored rows reach"
+                  " %d): the cluster was rebuilt or its etcd restored; resetting its rows'"
+                  " versions and rewriting every row from a new list", self._name, listed,
+                  newest)
+        self._metrics.inc("version_resets_total", self._labels)
+        self.status.version_resets += 1
+        self._seen_version = 0  # progress is counted in the new incarnation's versions
+        self.scope.forget_versions()
+        rows = await self._store.reset_versions(self.cluster, fence=self._fence)
+        log.warning("%s: versions of %d rows reset to 0", self._name, rows)
 
     async def _announce_list(self, index: int, version: int) -> None:
         """A list is complete: the watch may start (or restart) from its version."""
@@ -375,17 +490,6 @@ class ClusterReconciler:
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    async def _tick(self) -> None:
-        """Refresh gauges once a second; lag reads 0 while nothing waits to be written."""
-        labels = self._labels
-        while True:
-            parked, queued = self._gate.parked, self._pool.depth
-            self._metrics.set("parked_events", labels, parked)
-            self._metrics.set("sender_queue_depth", labels, queued)
-            if parked == 0 and queued == 0 and self._gate.is_open:
-                self._metrics.set("lag_seconds", labels, 0)
-            await asyncio.sleep(1)
-
     def _mark_progress(self, version: int) -> None:
         if version > self._seen_version:
             self._seen_version = version
@@ -419,3 +523,16 @@ class ClusterReconciler:
             log.info("%s: recovered (last error: %s)", self._name, self._error_logged)
             self._error_logged = None
         self.status.refused = False
+
+
+def _vouch(stored: dict[ObjectKey, Stamp]) -> Unchanged:
+    """The `Unchanged` test over a loaded index: an active row, at that very version, whose
+    columns still match its checksum (the store reports an edited row's checksum empty)."""
+    active = State.ACTIVE
+
+    def unchanged(key: ObjectKey, version: int) -> bool:
+        stamp = stored.get(key)
+        return (stamp is not None and stamp.version == version and stamp.state is active
+                and bool(stamp.checksum))
+
+    return unchanged

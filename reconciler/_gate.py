@@ -5,9 +5,10 @@ may be older or newer than L. Parking events until the list's records are queued
 replaying only those newer than L, in arrival order, means full-sync data and events
 never overtake each other (and the store's version rule makes any leftover overlap
 harmless). One lock orders `put`, `close` and `open`, so no event slips past a closing
-gate. If more than `capacity` events pile up, they are all dropped and `overflowed` is
-set: the caller runs another full sync, whose list is the truth, so nothing is lost and
-memory stays bounded.
+gate. When more may not be parked — past `capacity`, or when `admit()` says no (the
+instance's memory budget: parked events count toward it) — the parked events are all
+dropped and `overflowed` is set: the caller runs another full sync, whose list is the
+truth, so nothing is lost and memory stays bounded. `count(n)` reports the number parked.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ class Gate:
         capacity: int,
         dispatch: Callable[[Record], Awaitable[None]],
         enabled: bool = True,
+        admit: Callable[[], bool] | None = None,
+        count: Callable[[int], None] | None = None,
     ) -> None:
         self._capacity = capacity
         self._enabled = enabled
         self._dispatch = dispatch
+        self._admit = admit
+        self._count = count
         self._lock = asyncio.Lock()
         self._open = True
         self._parked: list[Record] = []
@@ -54,12 +59,19 @@ class Gate:
                 await self._dispatch(record)
             elif self.overflowed:
                 return  # dropped: the follow-up full sync covers it
-            elif len(self._parked) >= self._capacity:
+            elif len(self._parked) >= self._capacity or (
+                    self._admit is not None and not self._admit()):
                 self._parked.clear()
+                self._counted()
                 self.overflowed = True
                 self.overflows += 1
             else:
                 self._parked.append(record)
+                self._counted()
+
+    def _counted(self) -> None:
+        if self._count is not None:
+            self._count(len(self._parked))
 
     async def close(self) -> None:
         """Start parking events (a full sync begins)."""
@@ -74,6 +86,7 @@ class Gate:
         """
         async with self._lock:
             parked, self._parked = self._parked, []
+            self._counted()
             for record in parked:
                 if list_version is None or record.version > list_version:
                     await self._dispatch(record)
@@ -91,6 +104,7 @@ class Gate:
         """
         dropped = len(self._parked)
         self._parked = []
+        self._counted()
         self._open = True
         self.overflowed = False
         return dropped

@@ -12,7 +12,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ._types import ApplyResult, ClusterId, Event, Fence, ObjectKey, Page, Record, Stamp
+from ._types import (
+    ApplyResult,
+    ClusterId,
+    Event,
+    Fence,
+    ObjectKey,
+    Page,
+    Record,
+    Stamp,
+    Unchanged,
+)
 
 
 class Source(Protocol):
@@ -23,8 +33,12 @@ class Source(Protocol):
     engine deletes nothing on the strength of a partial list.
     """
 
-    def list(self) -> AsyncIterator[Page]:
-        """Yield the pages of one consistent list; each page carries the list's version."""
+    def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
+        """Yield the pages of one consistent list; each page carries the list's version.
+
+        With `unchanged`, an object it vouches for (key, version) may be put in the page's
+        `held` keys instead of its records; a source that cannot tell cheaply ignores it.
+        """
         ...
 
     def watch(self, since: int) -> AsyncIterator[Event]:
@@ -55,6 +69,19 @@ class Store(Protocol):
 
         With a `fence`, raise `Fenced` unless the cluster's lease names that owner and
         epoch, checked in the same transaction.
+        """
+        ...
+
+
+    async def reset_versions(self, cluster: ClusterId, *, fence: Fence | None = None) -> int:
+        """Set the version of every row of `cluster` (Deleted ones too) to 0 and empty the
+        checksum of its Active rows; return how many rows there were. One transaction,
+        fenced like `apply`.
+
+        Called when the cluster's versions went backwards (it was rebuilt, or its etcd
+        restored): every listed version is then below the stored ones and would be
+        refused as stale forever. An empty checksum reads as a row edited out of band, so
+        the full sync that follows rewrites every listed object in full at its new version.
         """
         ...
 

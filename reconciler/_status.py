@@ -61,6 +61,9 @@ class ReconcilerStatus:
     last_full_sync: datetime | None = None
     last_full_sync_seconds: float | None = None
     full_syncs: int = 0
+    version_resets: int = 0
+    """Times the cluster's versions went backwards (rebuilt, etcd restored) and this
+    reconciler reset its rows' versions."""
     last_error: str | None = None
     refused: bool = False
     events: int = 0

@@ -10,7 +10,7 @@ source that builds records and the store that writes them agree on their meaning
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, NewType
@@ -71,14 +71,22 @@ class Bookmark:
     version: int
 
 
+Unchanged = Callable[[ObjectKey, int], bool]
+"""Asked by a source during a list, per object: is the stored row of this key, at exactly
+this version, already what projecting the object would write? When it says yes the source
+may skip building the record (projection, checksum) and hold the key instead: the no-change
+re-sync of a large cluster then costs little more than reading the list."""
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of a consistent list; every page of one list carries the list's version.
 
-    `held` names listed objects that could not be made into records (a field the store
-    cannot hold, a malformed status): they exist, so the full sync must not tombstone
-    their rows. Their rows stay as they were and the source reports them; a live object
-    is never marked deleted because it could not be stored.
+    `held` names listed objects that have no record in the page, whose rows stay as they
+    are: objects that could not be made into records (a field the store cannot hold, a
+    malformed status; the source reports them, and a live object is never marked deleted
+    because it could not be stored), and objects the engine vouched for as `Unchanged`.
+    Either way they exist, so the full sync must not tombstone their rows.
     """
 
     version: int

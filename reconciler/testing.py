@@ -20,6 +20,7 @@ from ._errors import Expired, Fenced, Transient
 from ._types import (
     ApplyResult,
     Bookmark,
+    Checksum,
     ClusterId,
     Event,
     Fence,
@@ -28,6 +29,7 @@ from ._types import (
     Record,
     Stamp,
     State,
+    Unchanged,
 )
 
 
@@ -81,6 +83,7 @@ class MemoryStore:
         self.fail_next = 0
         self.applied_batches = 0
         self.history: list[tuple[ObjectKey, int]] = []
+        self.resets = 0
 
     async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
         """Stamps of every row of `cluster`."""
@@ -112,6 +115,21 @@ class MemoryStore:
                 written += 1
         self.applied_batches += 1
         return ApplyResult(written=written, unchanged=len(batch) - written)
+
+    async def reset_versions(self, cluster: ClusterId, *, fence: Fence | None = None) -> int:
+        """Every row of `cluster` to version 0 (see `reconciler.Store.reset_versions`)."""
+        await asyncio.sleep(0)
+        if fence is not None:
+            held = self.leases.get(cluster)
+            if held is None or held[0] != fence or held[1] == RELEASED:
+                raise Fenced(f"cluster {cluster}: lease not held by {fence.owner}")
+        keys = [k for k in self.rows if k[0] == cluster]
+        for k in keys:
+            row = self.rows[k]
+            self.rows[k] = replace(row, version=0,
+                                   checksum=row.checksum if row.deleted else Checksum(""))
+        self.resets += 1
+        return len(keys)
 
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
         """Take the lease: see `reconciler.Leases.acquire` for the rule."""
@@ -158,6 +176,7 @@ class MemorySource:
         self.history: list[_Change] = []
         self.compacted = 0
         self.lists = 0
+        self.vouched = 0
         self.watches = 0
         self.fail_list_after_pages: int | None = None
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -195,6 +214,19 @@ class MemorySource:
         await self._emit(_Change("DELETED", ObjectKey(key), self.version, fields))
         return self.version
 
+    async def restart_versions(self, start: int = 1) -> None:
+        """Become a rebuilt cluster (or an etcd restored from a backup): the objects stay,
+        re-stamped with versions counting up from `start`; the history is gone and every
+        watch is cut. A watch resumed from a version above the new counter gets `Expired`,
+        as a real API server's "too large resource version"."""
+        self.version = start - 1
+        for key in sorted(self.objects):
+            self.version += 1
+            self.objects[key] = (self.version, self.objects[key][1])
+        self.history.clear()
+        self.compacted = self.version
+        await self.cut()
+
     def compact(self) -> None:
         """Forget the whole history: resuming any older watch now raises `Expired`."""
         self.compacted = self.version
@@ -214,8 +246,9 @@ class MemorySource:
 
     # -- Source ---------------------------------------------------------------------------
 
-    async def list(self) -> AsyncIterator[Page]:
-        """Pages of a snapshot taken at call time."""
+    async def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
+        """Pages of a snapshot taken at call time; objects `unchanged` vouches for are held
+        without a record (counted in `vouched`)."""
         self.lists += 1
         version = self.version
         items = sorted(self.objects.items())
@@ -224,8 +257,12 @@ class MemorySource:
                 self.fail_list_after_pages = None
                 raise Expired("continue token expired")
             chunk = items[start:start + self.page_size]
-            records = [self._record(_Change("ADDED", k, v, f)) for k, (v, f) in chunk]
-            yield Page(version=version, records=records)
+            held = [k for k, (v, _) in chunk if unchanged is not None and unchanged(k, v)]
+            self.vouched += len(held)
+            skip = set(held)
+            records = [self._record(_Change("ADDED", k, v, f))
+                       for k, (v, f) in chunk if k not in skip]
+            yield Page(version=version, records=records, held=tuple(held))
             await asyncio.sleep(0)
 
     async def wait_watches(self, n: int = 1) -> None:
@@ -246,6 +283,8 @@ class MemorySource:
             self._changed.notify_all()
         if since < self.compacted:
             raise Expired(f"version {since} is older than {self.compacted}")
+        if since > self.version:
+            raise Expired(f"too large resource version: {since}, current: {self.version}")
         cut = self._cut
         wid = self.watches
         self._delivered[wid] = since

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reconciler import ClusterId
+from reconciler import ClusterId, Writer
 from reconciler._backoff import Backoff
 
-from .clusters import ClusterFactory, table_kinds
+from .clusters import ClusterFactory, pool_size, table_kinds, writer_settings
 from .cmdb import CmdbStore, open_store
 from .cmdb.api import Groups, TombstoneRetention
 from .controller import Controller
@@ -74,9 +74,14 @@ class Instance:
                                            *self.setup.registries]
         self._coordinating = asyncio.Event()
         self.coordinator = self._coordinator()
+        self.writer: Writer | None = None
+        """The instance's senders, shared by every cluster and kind (built with the store)."""
+        self.failed: str | None = None
+        """Why the instance stopped by itself (a part it cannot run without died)."""
         self.factory = ClusterFactory(
             settings=settings, store=self._require_store, secrets=self.secrets,
-            metrics=self.metrics, clock=clock, fallback=self.static.get)
+            metrics=self.metrics, clock=clock, fallback=self.static.get,
+            writer=self._require_writer)
         self.controller = Controller(factory=self.factory, metrics=self.metrics,
                                      backoff_max=settings.sync.backoff_max)
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
@@ -111,6 +116,11 @@ class Instance:
             raise LookupError("the CMDB is not connected yet")
         return self.store
 
+    def _require_writer(self) -> Writer:
+        if self.writer is None:
+            raise LookupError("the CMDB is not connected yet")
+        return self.writer
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -130,9 +140,19 @@ class Instance:
         if self.settings.sync.tombstone_retention is not None:
             tasks.append(asyncio.create_task(
                 self._supervised("tombstone retention", self._retention), name="retention"))
+        stopping = asyncio.create_task(stop.wait(), name="stop")
         try:
-            await stop.wait()
+            await self._store_ready_or(stopping)
+            if self.writer is not None and not stopping.done():
+                tasks.append(writer := asyncio.create_task(self.writer.run(), name="writer"))
+                done, _ = await asyncio.wait([stopping, writer],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if writer in done and not stopping.done():
+                    reason = repr(writer.exception()) if not writer.cancelled() else "cancelled"
+                    self.failed = f"the writer stopped: {reason}"
+                    log.error("%s; shutting down", self.failed)
         finally:
+            stopping.cancel()
             log.info("stopping: clusters, then coordination, then the store")
             await self.controller.stop_all()
             for task in tasks:
@@ -145,6 +165,16 @@ class Instance:
             await self.setup.aclose()
             await self.http.stop()
             log.info("stopped")
+
+    async def _store_ready_or(self, stopping: asyncio.Task[Any]) -> None:
+        """Wait for the CMDB (then build the writer), or for a stop, whichever comes first."""
+        ready = asyncio.create_task(self._store_ready.wait())
+        await asyncio.wait([ready, stopping], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._store_ready.is_set() and self.writer is None:
+            multi = self.store if hasattr(self.store, "apply_groups") else None
+            self.writer = Writer(settings=writer_settings(self.settings), metrics=self.metrics,
+                                 multi=multi)  # type: ignore[arg-type]
 
     async def _supervised(self, name: str, part: Callable[[], Awaitable[None]]) -> None:
         """Run a background part; log its failure in one line and restart it with backoff."""
@@ -166,7 +196,7 @@ class Instance:
         dsn = self.settings.cmdb.dsn.get_secret_value()
         while True:
             try:
-                self.store = await open_store(dsn)
+                self.store = await open_store(dsn, pool_size=pool_size(self.settings))
             except Exception as exc:  # retried forever: an unreachable CMDB is not fatal
                 self.store_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.warning("cmdb unreachable, retrying: %s", self.store_error)

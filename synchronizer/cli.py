@@ -80,6 +80,8 @@ async def _run(settings: Settings) -> int:
         await instance.run(stop)
     except OSError as exc:  # a port already taken
         return _fail(str(exc), 1)
+    if instance.failed:
+        return _fail(instance.failed, 1)
     return 0
 
 

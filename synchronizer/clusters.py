@@ -10,11 +10,20 @@ holds the cluster's lease for all of them. On exit the client is closed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
-from reconciler import ClusterId, ClusterReconciler, ClusterSupervisor, Metrics, ReconcilerSettings
+from reconciler import (
+    ClusterId,
+    ClusterReconciler,
+    ClusterSupervisor,
+    Metrics,
+    ReconcilerSettings,
+    Writer,
+    WriterSettings,
+)
 
 from .cmdb import CmdbStore
 from .coordination import Assigned
@@ -37,6 +46,20 @@ def reconciler_settings(settings: Settings) -> ReconcilerSettings:
     )
 
 
+def writer_settings(settings: Settings) -> WriterSettings:
+    """The instance writer's knobs from the config file's `sync` section."""
+    s = settings.sync
+    return WriterSettings(senders=s.senders, batch_size=s.batch_size, linger=s.linger,
+                          budget=s.memory_budget, backoff_max=s.backoff_max)
+
+
+def pool_size(settings: Settings) -> int:
+    """CMDB connections for one instance: every sender may hold one, every running full
+    sync one (its index load), and a few more for lease renewals and reads, so a renewal
+    never waits behind bulk writes."""
+    return settings.sync.senders + settings.sync.max_concurrent_full_syncs + 4
+
+
 def kinds_of(spec: ClusterSpec, settings: Settings) -> tuple[Kind, ...]:
     """The kinds a cluster syncs: its own list, else `sync.kinds`."""
     return kinds(spec.kinds if spec.kinds is not None else settings.sync.kinds)
@@ -47,8 +70,11 @@ class ClusterFactory:
 
     def __init__(self, *, settings: Settings, store: Callable[[], CmdbStore],
                  secrets: SecretResolver, metrics: Metrics, clock: Callable[[], datetime],
-                 fallback: SpecLookup) -> None:
+                 fallback: SpecLookup, writer: Callable[[], Writer]) -> None:
         self._settings = settings
+        self._writer = writer
+        self.slots = asyncio.Semaphore(settings.sync.max_concurrent_full_syncs)
+        """Full syncs running at once, over every cluster of the instance."""
         self._store = store
         self._secrets = secrets
         self._metrics = metrics
@@ -75,7 +101,8 @@ class ClusterFactory:
             ClusterReconciler(
                 cluster=cluster, kind=resource.plural, settings=self._engine,
                 metrics=self._metrics, fence=assigned.fence, clock=self._clock,
-                store=store.table(kind, resource),
+                store=store.table(kind, resource), writer=self._writer(),
+                full_sync_slots=self.slots,
                 source=KubeSource(
                     client, kind=kind, resource=resource, biz_id=spec.biz_id,
                     page_size=sync.page_size, watch_timeout=int(sync.watch_timeout),

@@ -88,6 +88,10 @@ CATALOGUE: Mapping[str, Spec] = {
         (*CK, "op"),
     ),
     "parked_events": Spec("gauge", "Events parked by the gate during a full sync.", CK),
+    "version_resets_total": Spec(
+        "counter", "Times a cluster's versions went backwards (rebuilt, etcd restored) and"
+        " its rows' versions were reset before a full rewrite: alert on any increase.", CK,
+    ),
     "gate_overflows_total": Spec(
         "counter", "Times the parked queue overflowed and another full sync was scheduled.", CK,
     ),

@@ -122,13 +122,20 @@ class SyncSettings(_Strict):
     cluster_pull_interval: Seconds = Field(
         600.0, description="Seconds between re-reads of the cluster registries.")
     senders: Annotated[int, Field(ge=1, le=256)] = Field(
-        8, description="Sender coroutines per cluster.")
+        8, description="Sender coroutines of the instance's writer (shared by every cluster"
+        " and kind; an object's events always go through the same one).")
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         500, description="Most rows written in one transaction.")
     linger: Annotated[float, Field(ge=0)] = Field(
         0.02, description="Seconds a sender waits to fill a batch.")
     gate_capacity: Annotated[int, Field(ge=1)] = Field(
-        100_000, description="Events parked during a full sync before another is scheduled.")
+        100_000, description="Events one kind of one cluster may park during its full sync"
+        " before another is scheduled.")
+    memory_budget: Annotated[int, Field(ge=100)] = Field(
+        200_000, description="Records queued plus parked over the whole instance before each"
+        " cluster's kind is held to its fair share (budget / kinds running).")
+    max_concurrent_full_syncs: Annotated[int, Field(ge=1)] = Field(
+        4, description="Full syncs (list, diff, write) running at once on this instance.")
     page_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         500, description="Pods per list page.")
     watch_timeout: Seconds = Field(300.0, description="timeoutSeconds asked of each watch.")

@@ -61,6 +61,7 @@ def kind_detail(rec: ClusterReconciler, now: float) -> dict[str, Any]:
         "last_full_sync": st.last_full_sync.isoformat() if st.last_full_sync else None,
         "last_full_sync_seconds": st.last_full_sync_seconds,
         "full_syncs": st.full_syncs,
+        "version_resets": st.version_resets,
         "events": st.events,
         "events_per_second": st.rate.rate(now),
         "parked": rec.parked,

@@ -48,6 +48,12 @@ class KindBackend(Protocol):
         """Write a batch under the merge rule (see `reconciler.Store`)."""
         ...
 
+    async def reset_versions(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                             fence: Fence | None) -> int:
+        """Versions of the view's rows to 0, Active checksums emptied (see
+        `reconciler.Store.reset_versions`); fenced; the rows touched."""
+        ...
+
     async def rows(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> list[dict[str, Any]]:
         """Every column of every row of a cluster in the view, ordered by uid."""
         ...
@@ -68,6 +74,16 @@ class KindTable:
         self._fixed: Fixed = ({kind.discriminator: resource.kind}
                               if kind.discriminator and resource is not None else {})
 
+    @property
+    def fixed(self) -> Fixed:
+        """The column values this view pins (its discriminator), for a store's own use."""
+        return self._fixed
+
+    @property
+    def backend(self) -> KindBackend:
+        """The store this view writes to."""
+        return self._backend
+
     def __repr__(self) -> str:
         which = f"/{self.resource.plural}" if self._fixed and self.resource else ""
         return f"KindTable({self.kind.name}{which})"
@@ -82,6 +98,10 @@ class KindTable:
         if not batch:
             return ApplyResult()
         return await self._backend.apply(self.kind, self._fixed, cluster, batch, fence)
+
+    async def reset_versions(self, cluster: ClusterId, *, fence: Fence | None = None) -> int:
+        """After the cluster's versions went backwards: see `reconciler.Store`."""
+        return await self._backend.reset_versions(self.kind, self._fixed, cluster, fence)
 
     async def rows(self, cluster: ClusterId) -> list[dict[str, Any]]:
         """Every column of every row of the cluster in this view, by uid."""
@@ -170,7 +190,8 @@ def register(scheme: str, opener: Opener) -> None:
     _OPENERS[scheme] = opener
 
 
-async def open_store(dsn: str, *, migrate: bool = True) -> CmdbStore:
+async def open_store(dsn: str, *, migrate: bool = True, pool_size: int | None = None
+                     ) -> CmdbStore:
     """Open the CMDB named by `dsn`, creating or migrating its tables (unless `migrate` is
     False, for read-only users such as `verify` and `check-config`).
 
@@ -178,6 +199,7 @@ async def open_store(dsn: str, *, migrate: bool = True) -> CmdbStore:
     `mysql+aiomysql://`, or `sqlite:///relative/path.db` / `sqlite:////absolute/path.db`.
     A malformed DSN raises a one-line `ValueError` that names the problem and never repeats
     the DSN (it may hold a password); an unreachable server raises `reconciler.Transient`.
+    `pool_size`: connections to keep, unless the DSN names its own number.
     """
     if not isinstance(dsn, str):
         raise ValueError("CMDB DSN is empty")
@@ -186,7 +208,7 @@ async def open_store(dsn: str, *, migrate: bool = True) -> CmdbStore:
     opener = _OPENERS.get(scheme)
     if opener is None:
         raise ValueError(f"CMDB DSN scheme {scheme}:// has no store registered")
-    return await opener(dsn.strip(), migrate=migrate)
+    return await opener(dsn.strip(), migrate=migrate, pool_size=pool_size)
 
 
 __all__ = ["CmdbStore", "DeadLetters", "Groups", "KindBackend", "KindTable", "LeaseReader",

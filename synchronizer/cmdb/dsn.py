@@ -48,7 +48,8 @@ class MySQLSettings:
     user: str
     database: str
     password: str = field(default="", repr=False)
-    pool_size: int = 10
+    pool_size: int | None = None
+    """Connections in the pool; None: the service's own default (`mysql_conn`)."""
     connect_timeout: float = 10.0
     timeout: float = 60.0
     ssl_mode: str = "disabled"

@@ -27,6 +27,7 @@ from reconciler import (
     Record,
     Stamp,
     State,
+    WriteGroup,
 )
 from synchronizer.kinds import Kind, Resource
 
@@ -83,6 +84,14 @@ class _KindSql:
         self.purge = mysql_sql.purge_tombstones(kind)
 
 
+def _table(group: WriteGroup) -> KindTable:
+    """The kind view a group writes to (the writer hands this store its own views)."""
+    store = group.store
+    if not isinstance(store, KindTable):
+        raise TypeError(f"a group for {group.cluster} does not write to a CMDB table")
+    return store
+
+
 def _where(kind: Kind, fixed: Fixed, cluster: str) -> tuple[str, tuple[Any, ...]]:
     if fixed:
         assert kind.discriminator is not None
@@ -119,9 +128,12 @@ class MySQLStore:
         return f"MySQLStore({self.dsn})"
 
     @classmethod
-    async def open(cls, dsn: str, *, migrate: bool = True) -> MySQLStore:
+    async def open(cls, dsn: str, *, migrate: bool = True, pool_size: int | None = None
+                   ) -> MySQLStore:
         """Connect and create or migrate the tables (see `MySQLConnection.open`)."""
-        return cls(await MySQLConnection.open(dsn, migrate=migrate))
+        if pool_size is None:
+            return cls(await MySQLConnection.open(dsn, migrate=migrate))
+        return cls(await MySQLConnection.open(dsn, migrate=migrate, pool_size=pool_size))
 
     def table(self, kind: Kind, resource: Resource | None = None) -> KindTable:
         """The engine's `Store` for `kind` (or one resource of it)."""
@@ -171,6 +183,79 @@ class MySQLStore:
         written = len(built) - int(existing) + int(changed)
         return ApplyResult(written=written, unchanged=len(built) - written)
 
+    async def _fences(self, cur: Any, fences: dict[str, Fence]) -> dict[str, Fenced]:
+        """Check many clusters' fences in one statement (shared row locks, sorted ids)."""
+        if not fences:
+            return {}
+        ids = sorted(fences)
+        await cur.execute(
+            f"SELECT cluster_id, owner, epoch, expires_at > %s FROM leases WHERE cluster_id IN"
+            f" ({', '.join(['%s'] * len(ids))}) ORDER BY cluster_id LOCK IN SHARE MODE",
+            (rows.RELEASED, *ids))
+        held = {c: (o, e, live) for c, o, e, live in await cur.fetchall()}
+        out: dict[str, Fenced] = {}
+        for cluster in ids:
+            fence, row = fences[cluster], held.get(cluster)
+            if row is None or row[0] != fence.owner or row[1] != fence.epoch or not row[2]:
+                who = "nobody" if row is None or not row[2] else f"{row[0]} epoch {row[1]}"
+                out[cluster] = Fenced(f"cluster {cluster}: lease held by {who}, not"
+                                      f" {fence.owner} epoch {fence.epoch}")
+        return out
+
+    async def apply_groups(self, groups: Sequence[WriteGroup]
+                           ) -> list[ApplyResult | BaseException]:
+        """Write many (cluster, kind) groups in one transaction, each cluster fenced by its
+        own lease: a fenced cluster's groups come back as `Fenced`, the others are applied.
+
+        The session counters run on over the whole transaction; reading them after each
+        group (one round trip) gives that group's exact `ApplyResult` as a difference. A row
+        the server refuses sends every group down the single-group path (which isolates
+        and dead-letters the row).
+        """
+        try:
+            built = [(g, [rows.row(_table(g).kind, g.cluster, r, _table(g).fixed)
+                          for r in sorted(g.records, key=lambda r: r.key)])
+                     for g in groups]
+        except (TypeError, ValueError):
+            return await self._apply_each(groups)
+        try:
+            async with self.conn.guard("apply"), self.conn.transaction() as cur:
+                fenced = await self._fences(
+                    cur, {g.cluster: g.fence for g in groups if g.fence is not None})
+                await cur.execute("SET @bk_dup = 0, @bk_chg = 0")
+                out: list[ApplyResult | BaseException] = []
+                seen_dup = seen_chg = 0
+                for group, values in built:
+                    if group.cluster in fenced:
+                        out.append(fenced[group.cluster])
+                        continue
+                    sql = self._statements(_table(group).kind)
+                    records = sorted(group.records, key=lambda r: r.key)
+                    for statement, repair in ((sql.upsert, False), (sql.upsert_repair, True)):
+                        part = [v for v, r in zip(values, records, strict=True)
+                                if r.repair is repair]
+                        for chunk in _chunks(part) if part else ():
+                            await cur.executemany(statement, chunk)
+                    await cur.execute("SELECT @bk_dup, @bk_chg")
+                    dup, chg = (int(v) for v in await cur.fetchone())
+                    existing, changed = dup - seen_dup, chg - seen_chg
+                    seen_dup, seen_chg = dup, chg
+                    written = len(values) - existing + changed
+                    out.append(ApplyResult(written=written, unchanged=len(values) - written))
+                return out
+        except DataError:
+            return await self._apply_each(groups)
+
+    async def _apply_each(self, groups: Sequence[WriteGroup]
+                          ) -> list[ApplyResult | BaseException]:
+        out: list[ApplyResult | BaseException] = []
+        for g in groups:
+            try:
+                out.append(await g.store.apply(g.cluster, g.records, fence=g.fence))
+            except Fenced as exc:
+                out.append(exc)
+        return out
+
     async def _apply_rows(self, kind: Kind, fixed: Fixed, cluster: str,
                           records: Sequence[Record], fence: Fence | None) -> ApplyResult:
         """One statement per row, one transaction; affected rows 1/2 = written, 0 = unchanged."""
@@ -197,6 +282,19 @@ class MySQLStore:
                         rows.dead_letter_payload(record)))
         return ApplyResult(written=written, unchanged=len(records) - written - len(rejected),
                            rejected=tuple(rejected))
+
+    async def reset_versions(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                             fence: Fence | None) -> int:
+        """Every row of the view to version 0, Active checksums emptied; fenced; one
+        transaction (see `reconciler.Store.reset_versions`)."""
+        where, args = _where(kind, fixed, cluster)
+        async with (self.conn.guard(f"reset versions of {cluster}"),
+                    self.conn.transaction() as cur):
+            await self._check_fence(cur, cluster, fence)
+            await cur.execute(
+                f"UPDATE `{kind.table}` SET resource_version = 0, checksum = CASE WHEN"
+                f" state = 'Active' THEN '' ELSE checksum END WHERE {where}", args)
+            return int(cur.rowcount)
 
     async def load_index(self, kind: Kind, fixed: Fixed,
                          cluster: ClusterId) -> dict[ObjectKey, Stamp]:

@@ -33,6 +33,8 @@ _DATA = frozenset({1048, 1062, 1264, 1265, 1292, 1300, 1366, 1367, 1406, 1411, 1
 
 IDLE_TRANSACTION_TIMEOUT = 5
 """Seconds MariaDB lets a transaction of ours sit idle before ending it (see `_bootstrap`)."""
+DEFAULT_POOL = 10
+"""Connections when neither the DSN nor the service asks for another number."""
 STATEMENT_CACHE = 32
 """Prepared statements asyncmy keeps per connection: a few per kind, four kinds."""
 
@@ -89,9 +91,11 @@ class MySQLConnection:
         return "mariadb" in self.server.lower()
 
     @classmethod
-    async def open(cls, dsn: str, *, migrate: bool = True) -> MySQLConnection:
+    async def open(cls, dsn: str, *, migrate: bool = True,
+                   pool_size: int = DEFAULT_POOL) -> MySQLConnection:
         """Connect, create or migrate the tables (unless `migrate` is False: readers such
-        as `verify` must leave no trace), and start the pool.
+        as `verify` must leave no trace), and start the pool (`pool_size` connections
+        unless the DSN says otherwise).
 
         Raise `ValueError` for a bad DSN, `Transient` when the server cannot be reached.
         """
@@ -113,7 +117,7 @@ class MySQLConnection:
                     server, init = await _bootstrap(conn, migrate=migrate)
                 finally:
                     conn.close()
-                pool = await _create_pool(driver, settings, init, common)
+                pool = await _create_pool(driver, settings, init, common, pool_size)
         except Exception as exc:
             where = f"{settings.host}:{settings.port}/{settings.database}"
             if isinstance(exc, TimeoutError) or classify(exc, error) == "transient":
@@ -176,7 +180,7 @@ class MySQLConnection:
 
 
 async def _create_pool(driver: Any, settings: MySQLSettings, init: str,
-                       common: dict[str, Any]) -> Any:
+                       common: dict[str, Any], pool_size: int) -> Any:
     """Start the pool; with asyncmy, use the binary protocol for parameterised statements.
 
     asyncmy's statement cache turns every parameterised `execute` into a cached server-side
@@ -186,7 +190,7 @@ async def _create_pool(driver: Any, settings: MySQLSettings, init: str,
     which matters in a process that also parses every Pod event. An asyncmy without the
     option falls back to the text protocol.
     """
-    options = dict(minsize=1, maxsize=settings.pool_size, pool_recycle=3600,
+    options = dict(minsize=1, maxsize=settings.pool_size or pool_size, pool_recycle=3600,
                    init_command=init, **common)
     if settings.driver == "asyncmy":
         try:

@@ -44,6 +44,7 @@ from reconciler import (
     State,
     StoreError,
     Transient,
+    WriteGroup,
 )
 from synchronizer.kinds import Kind, Resource
 from synchronizer.kinds.descriptor import SEPARATOR, rendered
@@ -240,6 +241,60 @@ def _apply(conn: sqlite3.Connection, kind: Kind, fixed: Fixed, cluster: str,
     return _apply_rows(conn, kind, fixed, cluster, records, fence)
 
 
+def _fenced(conn: sqlite3.Connection, fences: dict[str, Fence]) -> dict[str, Fenced]:
+    out: dict[str, Fenced] = {}
+    for cluster, fence in fences.items():
+        try:
+            _check_fence(conn, cluster, fence)
+        except Fenced as exc:
+            out[cluster] = exc
+    return out
+
+
+def _apply_groups(conn: sqlite3.Connection, groups: Sequence[WriteGroup]
+                  ) -> list[ApplyResult | BaseException] | None:
+    """Many (cluster, kind) groups in one transaction, each cluster fenced by its own lease;
+    None when a row is refused (the caller then writes group by group)."""
+    try:
+        built = []
+        for g in groups:
+            table = _table(g)
+            records = sorted(g.records, key=lambda r: r.key)
+            built.append((g, table, records,
+                          [row(table.kind, g.cluster, r, table.fixed) for r in records]))
+    except (TypeError, ValueError):
+        return None
+    try:
+        with _immediate(conn):
+            fenced = _fenced(conn, {g.cluster: g.fence for g in groups if g.fence is not None})
+            out: list[ApplyResult | BaseException] = []
+            for g, table, records, values in built:
+                if g.cluster in fenced:
+                    out.append(fenced[g.cluster])
+                    continue
+                written = 0
+                for repair in (False, True):
+                    part = [v for v, r in zip(values, records, strict=True) if r.repair is repair]
+                    for start in range(0, len(part), CHUNK_ROWS):
+                        chunk = part[start:start + CHUNK_ROWS]
+                        flat = [value for vals in chunk for value in vals]
+                        written += conn.execute(_upsert_sql(table.kind, len(chunk), repair),
+                                                flat).rowcount
+                out.append(ApplyResult(written=written, unchanged=len(values) - written))
+            return out
+    except Exception as exc:
+        if not _is_data_error(exc):
+            raise
+    return None
+
+
+def _table(group: WriteGroup) -> KindTable:
+    store = group.store
+    if not isinstance(store, KindTable):
+        raise TypeError(f"a group for {group.cluster} does not write to a CMDB table")
+    return store
+
+
 def _apply_rows(conn: sqlite3.Connection, kind: Kind, fixed: Fixed, cluster: str,
                 records: Sequence[Record], fence: Fence | None) -> ApplyResult:
     """Write each record in its own statement of one transaction; dead-letter the refused."""
@@ -307,9 +362,11 @@ class SQLiteStore:
         return f"SQLiteStore({self.dsn})"
 
     @classmethod
-    async def open(cls, dsn: str, *, migrate: bool = True) -> SQLiteStore:
+    async def open(cls, dsn: str, *, migrate: bool = True, pool_size: int | None = None
+                   ) -> SQLiteStore:
         """Open (creating the file, its directory and the tables if missing, unless
-        `migrate` is False: then a missing file is an error and nothing is written)."""
+        `migrate` is False: then a missing file is an error and nothing is written).
+        `pool_size` is accepted for symmetry: SQLite has one writer and one reader."""
         path = parse_sqlite(dsn)
         if not migrate and not os.path.exists(path):  # noqa: ASYNC240 - one stat call
             raise StoreError(f"sqlite: no such database file {path}")
@@ -346,6 +403,35 @@ class SQLiteStore:
                     batch: Sequence[Record], fence: Fence | None) -> ApplyResult:
         """Write `batch` under the merge rule in one transaction (fenced when `fence`)."""
         return await self._writer.call(_apply, kind, fixed, cluster, batch, fence)
+
+    async def reset_versions(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
+                             fence: Fence | None) -> int:
+        """Every row of the view to version 0, Active checksums emptied; fenced; one
+        transaction (see `reconciler.Store.reset_versions`)."""
+        extra, args = _where(kind, fixed)
+        sql = (f"UPDATE {kind.table} SET resource_version = 0, checksum = CASE WHEN"
+               f" state = 'Active' THEN '' ELSE checksum END WHERE cluster_id = ?{extra}")
+
+        def job(conn: sqlite3.Connection) -> int:
+            with _immediate(conn):
+                _check_fence(conn, cluster, fence)
+                return conn.execute(sql, (cluster, *args)).rowcount
+        return await self._writer.call(job)
+
+    async def apply_groups(self, groups: Sequence[WriteGroup]
+                           ) -> list[ApplyResult | BaseException]:
+        """Write many groups in one transaction (see `MultiStore`); a refused row sends
+        every group down the single-group path, which isolates and dead-letters it."""
+        out = await self._writer.call(_apply_groups, groups)
+        if out is not None:
+            return out
+        each: list[ApplyResult | BaseException] = []
+        for g in groups:
+            try:
+                each.append(await g.store.apply(g.cluster, g.records, fence=g.fence))
+            except Fenced as exc:
+                each.append(exc)
+        return each
 
     async def count_active(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> int:
         """Active rows of the view (an index range count)."""

@@ -18,6 +18,7 @@ from .descriptor import (
     Kind,
     Projection,
     Resource,
+    head_of,
     uid_of,
 )
 from .namespaces import NAMESPACES
@@ -54,6 +55,7 @@ __all__ = [
     "Kind",
     "Projection",
     "Resource",
+    "head_of",
     "kinds",
     "uid_of",
 ]

@@ -232,6 +232,30 @@ class _Ident(msgspec.Struct):
 _IDENT = msgspec.json.Decoder(_Ident)
 
 
+class _HeadMeta(msgspec.Struct):
+    uid: str = ""
+    resourceVersion: str = ""
+
+
+class _Head(msgspec.Struct):
+    metadata: _HeadMeta | None = None
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def head_of(raw: bytes) -> tuple[str, int] | None:
+    """(uid, resourceVersion) of an object, read without decoding the rest of it; None
+    when either is missing or malformed (the projection then says why)."""
+    try:
+        meta = _HEAD.decode(raw).metadata
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if meta is None or not meta.uid or not meta.resourceVersion.isdigit():
+        return None
+    return meta.uid, int(meta.resourceVersion)
+
+
 def uid_of(raw: bytes) -> str | None:
     """The uid of an object that could not be decoded otherwise, if it has a usable one."""
     try:

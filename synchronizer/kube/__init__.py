@@ -1,15 +1,15 @@
 """The Kubernetes side: reaching API servers and reading their objects as `reconciler.Source`s.
 
 `connection` turns a cluster's settings (server URL, kubeconfig, in-cluster service
-account) into credentials; `client` holds one shared httpx client per cluster; `source`
+account) into credentials; `client` holds one shared aiohttp session per cluster; `source`
 lists and watches one resource through it (framing in `lines`, one stream in `stream`,
 events in `events`), projecting objects with the kind's projection from
 `synchronizer.kinds`, never the kubernetes model classes.
 """
 
-from .client import ClusterClient
-from .connection import ClusterEndpoint, Credentials, KubeConfigError, client_kwargs, connect
-from .errors import Absent, AccessDenied, probe
+from .client import ClusterClient, probe
+from .connection import ClusterEndpoint, Credentials, KubeConfigError, connect
+from .errors import Absent, AccessDenied
 from .source import KubeSource
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "Credentials",
     "KubeConfigError",
     "KubeSource",
-    "client_kwargs",
     "connect",
     "probe",
 ]

@@ -12,7 +12,7 @@ it before every request, and on a 401 we reload everything from scratch once and
 Both run in a worker thread because an exec plugin is a blocking subprocess.
 
 Secrets stay in `Credentials` (no `repr`) and in the request's Authorization header; they
-are never logged and never placed in `httpx.AsyncClient.headers`.
+are never logged and never placed in a session's default headers.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 SERVICE_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 SERVICE_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -225,31 +223,6 @@ class Credentials:
             return loaded.authorization
 
 
-class _Auth(httpx.Auth):
-    """Puts the current credential on each request; on a 401 reloads it once and retries.
-
-    A credential that cannot be refreshed raises `KubeConfigError` out of the request.
-    """
-
-    def __init__(self, creds: Credentials) -> None:
-        self._creds = creds
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        header = await self._creds.authorization()
-        if header:
-            request.headers["Authorization"] = header
-        if self._creds.sni_hostname:
-            request.extensions["sni_hostname"] = self._creds.sni_hostname
-        response = yield request
-        if response.status_code == 401 and self._creds.refreshable:
-            fresh = await self._creds.reload(header)
-            if fresh and fresh != header:
-                request.headers["Authorization"] = fresh
-                yield request
-
-
 async def connect(
     endpoint: ClusterEndpoint,
     *,
@@ -267,27 +240,3 @@ async def connect(
 
     loaded = await asyncio.to_thread(reader)
     return Credentials(endpoint, loaded, reader)
-
-
-def client_kwargs(creds: Credentials, **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments for an `httpx.AsyncClient` talking to the cluster."""
-    kwargs: dict[str, Any] = {
-        "base_url": creds.base_url,
-        "auth": _Auth(creds),
-        "verify": creds.ssl_context if creds.ssl_context is not None else True,
-        "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
-        "timeout": httpx.Timeout(30.0),
-        "limits": httpx.Limits(max_connections=8, max_keepalive_connections=4),
-        # A cluster's proxy comes from its kubeconfig, never from the process environment.
-        "trust_env": False,
-    }
-    if creds.proxy:
-        kwargs["proxy"] = creds.proxy
-    kwargs.update(overrides)
-    return kwargs
-
-
-async def open_client(endpoint: ClusterEndpoint, **overrides: Any) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` for the cluster; the caller closes it."""
-    creds = await connect(endpoint)
-    return httpx.AsyncClient(**client_kwargs(creds, **overrides))

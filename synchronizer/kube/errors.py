@@ -1,4 +1,4 @@
-"""HTTP answers from an API server mapped onto the engine's errors, and a reachability probe.
+"""HTTP answers from an API server mapped onto the engine's errors.
 
 Every message is one line that names the cluster, because it ends up in a log line, in
 /status and in `check-config --connect` output; a Status body's `message` is quoted,
@@ -7,18 +7,14 @@ truncated, and nothing from the request (its Authorization header) ever is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import httpx
 import orjson
 
 from reconciler import Expired, Refused, SourceUnavailable
 
-from .connection import ClusterEndpoint, KubeConfigError, client_kwargs, connect
-
-PROBE_PATH = "/api/v1/pods"
 """What `probe` lists (one item): the resource every synced cluster is read for."""
 EXCERPT = 160
 """Characters of an offending line or object quoted in a log line."""
@@ -71,19 +67,40 @@ def _status_message(body: bytes) -> str:
     return excerpt(body)
 
 
+def too_large(status: object) -> bool:
+    """A Status saying a resourceVersion is ahead of the server ("Too large resource
+    version"): after the cluster was rebuilt or its etcd restored, the version we resume
+    from is in its future. client-go's reflector relists then; so do we (`Expired`), and
+    the full sync notices the versions went backwards."""
+    if not isinstance(status, dict):
+        return False
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    if isinstance(causes, list) and any(
+            isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes):
+        return True
+    message = status.get("message")
+    return isinstance(message, str) and message.startswith("Too large resource version")
+
+
 def http_error(
-    cluster: str, what: str, response: httpx.Response, body: bytes,
+    cluster: str, what: str, code: int, reason: str, headers: Mapping[str, str], body: bytes,
     *, now: Callable[[], datetime] = _utcnow,
 ) -> Exception:
     """The engine error for a non-200 answer; the message is one line naming the cluster."""
-    code = response.status_code
     detail = _status_message(body)
-    msg = f"cluster {cluster}: {what}: HTTP {code} {response.reason_phrase}"
+    msg = f"cluster {cluster}: {what}: HTTP {code} {reason}"
     if detail:
         msg += f": {detail}"
     if code == 410:
         return Expired(msg)
-    after = retry_after(response.headers.get("Retry-After"), now=now)
+    if code == 504 and body:
+        try:
+            if too_large(orjson.loads(body)):
+                return Expired(msg)
+        except orjson.JSONDecodeError:
+            pass
+    after = retry_after(headers.get("Retry-After"), now=now)
     if code in (401, 403):
         return AccessDenied(msg, retry_after=after)
     if code == 404:
@@ -97,31 +114,3 @@ def transport_error(cluster: str, what: str, exc: Exception) -> SourceUnavailabl
     return SourceUnavailable(
         f"cluster {cluster}: {what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     )
-
-
-async def probe(endpoint: ClusterEndpoint, *, request_timeout: float = 10.0) -> None:
-    """Reach the cluster and list one Pod; raise a one-line error if that fails.
-
-    Raises `KubeConfigError` (unusable settings), `AccessDenied` (401/403) or
-    `SourceUnavailable` (unreachable, not an API server, other HTTP errors).
-    """
-    creds = await connect(endpoint)
-    kwargs = client_kwargs(creds, timeout=httpx.Timeout(request_timeout))
-    async with httpx.AsyncClient(**kwargs) as c:
-        try:
-            response = await c.get(PROBE_PATH, params={"limit": "1"})
-            body = await response.aread()
-        except (httpx.HTTPError, KubeConfigError) as exc:
-            raise transport_error(endpoint.id, f"cannot reach {creds.base_url}", exc) from None
-    if response.status_code != 200:
-        raise http_error(endpoint.id, f"GET {creds.base_url}{PROBE_PATH}", response, body)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict) or "items" not in doc:
-        raise SourceUnavailable(
-            f"cluster {endpoint.id}: {creds.base_url} does not answer like a Kubernetes API"
-            f" server: {excerpt(body)}"
-        )
-

@@ -3,7 +3,8 @@
 A line is `{"type": ..., "object": {...}}`. ADDED, MODIFIED and DELETED take the typed fast
 path: msgspec reads the type and keeps the object as raw bytes for the kind's projection,
 so a Pod is parsed once. BOOKMARK only carries a resourceVersion (the resume point moves
-on); ERROR carries a Status (410 → `Expired`, anything else → `SourceUnavailable`).
+on), read by a typed fast path too: bookmarks are most of what an idle fleet receives.
+ERROR carries a Status (410 → `Expired`, anything else → `SourceUnavailable`).
 Anything odd — bad JSON, an unknown type, an object the projection refuses, a bookmark
 without a version — is skipped with one log line and a counted reason; the stream goes on.
 Every event is counted in `events_total` by type.
@@ -21,7 +22,7 @@ import orjson
 from reconciler import Bookmark, Event, Expired, Metrics, Record, SourceUnavailable
 from synchronizer.kinds import BadObject
 
-from .errors import excerpt
+from .errors import excerpt, too_large
 
 CHANGE_TYPES = ("ADDED", "MODIFIED", "DELETED")
 ALL_TYPES = (*CHANGE_TYPES, "BOOKMARK", "ERROR", "UNKNOWN")
@@ -34,7 +35,16 @@ class _WatchEvent(msgspec.Struct):
     object: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 
+class _Meta(msgspec.Struct):
+    resourceVersion: str = ""
+
+
+class _BookmarkObject(msgspec.Struct):
+    metadata: _Meta = msgspec.field(default_factory=_Meta)
+
+
 _EVENT = msgspec.json.Decoder(_WatchEvent)
+_BOOKMARK = msgspec.json.Decoder(_BookmarkObject)
 Project = Callable[[bytes, datetime, bool], Record]
 Skip = Callable[[str, str], None]
 
@@ -63,14 +73,27 @@ class EventDecoder:
             self._skip("bad_object", f"{_ident(raw)}: {exc}")
             return None
 
+    def _bookmark(self, raw: msgspec.Raw) -> Bookmark | None:
+        try:
+            version = int(_BOOKMARK.decode(raw).metadata.resourceVersion)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+            return None  # the general path below says what is wrong with it
+        self._count("BOOKMARK")
+        return Bookmark(version)
+
     def decode(self, line: bytes) -> Event | None:
         """The event of one line; None when it is skipped. Raises on an ERROR event."""
         try:
             fast = _EVENT.decode(line)
         except (msgspec.ValidationError, msgspec.DecodeError):
             fast = None
-        if fast is not None and fast.type in CHANGE_TYPES:
-            return self._change(fast.type, bytes(fast.object))
+        if fast is not None:
+            if fast.type in CHANGE_TYPES:
+                return self._change(fast.type, bytes(fast.object))
+            if fast.type == "BOOKMARK":  # most lines of an idle fleet: no second parse
+                bookmark = self._bookmark(fast.object)
+                if bookmark is not None:
+                    return bookmark
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -95,7 +118,8 @@ class EventDecoder:
             status = obj if isinstance(obj, dict) else {}
             msg = (f"cluster {self._cluster}: watch ERROR {status.get('code')}"
                    f" {status.get('reason')}: {excerpt(str(status.get('message', '')))}")
-            if status.get("code") == 410 or status.get("reason") in ("Expired", "Gone"):
+            if (status.get("code") == 410 or status.get("reason") in ("Expired", "Gone")
+                    or too_large(status)):
                 raise Expired(msg)
             raise SourceUnavailable(msg)
         self._count("UNKNOWN")

@@ -33,13 +33,22 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
 
-from reconciler import Event, Expired, Metrics, ObjectKey, Page, Record, SourceUnavailable
-from synchronizer.kinds import PODS, BadObject, Kind, Projection, Resource, uid_of
+from reconciler import (
+    Event,
+    Expired,
+    Metrics,
+    ObjectKey,
+    Page,
+    Record,
+    SourceUnavailable,
+    Unchanged,
+)
+from synchronizer.kinds import PODS, BadObject, Kind, Projection, Resource, head_of, uid_of
 
-from .client import ClusterClient
+from .client import READ_TIMEOUT, ClusterClient
 from .connection import KubeConfigError
 from .errors import excerpt, http_error, transport_error
 from .events import EventDecoder
@@ -152,18 +161,27 @@ class KubeSource:
         if token:
             params["continue"] = token
         what = f"list {self.resource.plural}"
-        client = await self.client.get()
         try:
-            response = await client.get(self.resource.path, params=params)
-            body = await response.aread()
-        except (httpx.HTTPError, KubeConfigError) as exc:
+            async with self.client.request(self.resource.path, params,
+                                           read_timeout=READ_TIMEOUT) as response:
+                body = await response.read()
+                status, reason, headers = response.status, response.reason, response.headers
+        except TimeoutError:
+            raise SourceUnavailable(f"cluster {self.cluster_id}: {what}: no answer within"
+                                    f" {READ_TIMEOUT:g} s") from None
+        except (aiohttp.ClientError, KubeConfigError) as exc:
             raise transport_error(self.cluster_id, what, exc) from None
-        if response.status_code != 200:
-            raise http_error(self.cluster_id, what, response, body, now=self._clock)
+        if status != 200:
+            raise http_error(self.cluster_id, what, status, reason or "", headers, body,
+                             now=self._clock)
         return body
 
-    def _decode_page(self, body: bytes) -> tuple[str, str, list[Record], list[ObjectKey], int]:
+    def _decode_page(self, body: bytes, unchanged: Unchanged | None
+                     ) -> tuple[str, str, list[Record], list[ObjectKey], int]:
         """Parse and project one page: (version, continue, records, held keys, skipped).
+
+        An object `unchanged` vouches for (its uid and resourceVersion, read without
+        decoding the rest) is held, not projected: a no-change re-sync reads bytes only.
 
         Runs with the cyclic GC paused: a page of 500 Pods allocates ~10^5 containers at
         once, which triggers collections that rescan the whole (large, long-lived) heap,
@@ -183,6 +201,11 @@ class KubeSource:
             skipped = 0
             project = self._project
             for item in doc.items or ():
+                if unchanged is not None:
+                    head = head_of(item)
+                    if head is not None and unchanged(ObjectKey(head[0]), head[1]):
+                        held.append(ObjectKey(head[0]))
+                        continue
                 try:
                     records.append(project(item, observed, False))
                 except BadObject as exc:
@@ -199,12 +222,13 @@ class KubeSource:
         ident = _ident(raw)
         return f"{self.resource.kind.lower()} {excerpt(ident)}: {exc}"
 
-    async def list(self) -> AsyncIterator[Page]:
+    async def list(self, unchanged: Unchanged | None = None) -> AsyncIterator[Page]:
         """Yield the pages of one consistent list, each with the list's version."""
         version: int | None = None
         token: str | None = None
         while True:
-            rv, token, records, held, skipped = self._decode_page(await self._get_page(token))
+            rv, token, records, held, skipped = self._decode_page(await self._get_page(token),
+                                                               unchanged)
             try:
                 page_version = int(rv)
             except ValueError:
@@ -233,7 +257,7 @@ class KubeSource:
         }
         decode = self._events.decode
         lines = watch_lines(
-            await self.client.get(), self.resource.path, params, cluster=self.cluster_id,
+            self.client, self.resource.path, params, cluster=self.cluster_id,
             what=f"watch {self.resource.plural}", inactivity=self.inactivity,
             max_line=self.max_line, now=self._clock,
             on_oversized=lambda: self._skip("line_too_long",

@@ -44,6 +44,9 @@ class PodsView:
     async def load_index(self, cluster: Any) -> Any:
         return await self.pods.load_index(cluster)
 
+    async def reset_versions(self, cluster: Any, *, fence: Any = None) -> Any:
+        return await self.pods.reset_versions(cluster, fence=fence)
+
     async def rows(self, cluster: Any) -> Any:
         return await self.pods.rows(cluster)
 

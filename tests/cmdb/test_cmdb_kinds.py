@@ -183,3 +183,70 @@ async def test_dead_letters_name_the_kind(cmdb):
     (letter,) = await cmdb.dead_letters(CLUSTER)
     assert (letter["kind"], letter["uid"]) == ("nodes", "n1")
     assert datetime.now(UTC) - letter["at"] < timedelta(hours=1)
+
+
+async def test_one_transaction_for_many_clusters_and_kinds_each_fenced_alone(cmdb):
+    """The writer's batches span clusters (issue "Fleet scale"): each group's result is
+    exact, and a cluster whose lease another owner holds is refused alone."""
+    from reconciler import Fence, Fenced, WriteGroup
+
+    mine, theirs = Fence(owner="me", epoch=3), Fence(owner="me", epoch=2)
+    assert await cmdb.acquire("a", mine, 30)
+    assert await cmdb.acquire("b", Fence(owner="other", epoch=9), 30)
+    assert await cmdb.acquire("c", mine, 30)
+    pods, nodes = cmdb.table(PODS), cmdb.table(NODES)
+    await pods.apply("a", [record(PODS, "a-p0", 1, name="old")])
+    groups = [
+        WriteGroup("a", pods, mine, [record(PODS, "a-p0", 2, name="new"),
+                                     record(PODS, "a-p1", 2, name="x")]),
+        WriteGroup("a", nodes, mine, [record(NODES, "a-n0", 2, name="n")]),
+        WriteGroup("b", pods, theirs, [record(PODS, "b-p0", 2, name="y")]),
+        WriteGroup("c", pods, mine, [record(PODS, "a-p0", 1, name="old")]),  # another cluster
+        WriteGroup("c", nodes, None, [record(NODES, "c-n0", 5, name="m")]),
+    ]
+    out = await cmdb.apply_groups(groups)
+    assert out[0] == ApplyResult(written=2) and out[1] == ApplyResult(written=1)
+    assert isinstance(out[2], Fenced) and "other epoch 9" in str(out[2])
+    assert out[3] == ApplyResult(written=1) and out[4] == ApplyResult(written=1)
+    assert await pods.rows("b") == []
+    assert {r["name"] for r in await pods.rows("a")} == {"new", "x"}
+    # a row the database refuses: every group falls back, the row is dead-lettered alone
+    bad = [WriteGroup("a", nodes, mine, [record(NODES, "a-n1", 3, name="z" * 300)]),
+           WriteGroup("c", pods, mine, [record(PODS, "c-p9", 3, name="fine")])]
+    out = await cmdb.apply_groups(bad)
+    assert [k for k, _ in out[0].rejected] == ["a-n1"] and out[1] == ApplyResult(written=1)
+
+
+async def test_a_version_reset_is_fenced_keeps_content_and_lets_lower_versions_in(cmdb):
+    """After a cluster's versions went backwards (rebuilt, etcd restored): every row of the
+    view (this resource only) at version 0, Active rows with an empty checksum (so the
+    next full sync rewrites them), tombstones kept; lower versions then apply."""
+    from reconciler import Fence, Fenced
+
+    deploys = cmdb.table(WORKLOADS, DEPLOYMENT)
+    jobs = cmdb.table(WORKLOADS, JOB)
+    owner, intruder = Fence(owner="a", epoch=1), Fence(owner="b", epoch=1)
+    assert await cmdb.acquire(CLUSTER, owner, 30)
+    await deploys.apply(CLUSTER, [record(WORKLOADS, "d1", 900, name="d1"),
+                                  record(WORKLOADS, "d2", 950, name="d2")], fence=owner)
+    await deploys.apply(CLUSTER, [Record(key=ObjectKey("d2"), version=990,
+                                         checksum=TOMBSTONE, query_at=at(990),
+                                         state=State.DELETED)], fence=owner)
+    job = record(WORKLOADS, "j1", 980, name="j1", kind=JOB.kind)
+    await jobs.apply(CLUSTER, [job], fence=owner)
+    with pytest.raises(Fenced):
+        await deploys.reset_versions(CLUSTER, fence=intruder)
+    assert {r["uid"]: r["resource_version"] for r in await deploys.rows(CLUSTER)} == {
+        "d1": 900, "d2": 990}
+    assert await deploys.reset_versions(CLUSTER, fence=owner) == 2
+    after = {r["uid"]: r for r in await deploys.rows(CLUSTER)}
+    assert {u: r["resource_version"] for u, r in after.items()} == {"d1": 0, "d2": 0}
+    assert after["d1"]["name"] == "d1" and after["d1"]["state"] == "Active"
+    assert after["d2"]["state"] == "Deleted" and after["d2"]["checksum"] == TOMBSTONE
+    assert (await deploys.load_index(CLUSTER))[ObjectKey("d1")].checksum == ""
+    (kept,) = await jobs.rows(CLUSTER)  # another resource's view is not touched
+    assert kept["resource_version"] == 980
+    # The new incarnation's versions, far below the old ones, now apply.
+    assert await deploys.apply(CLUSTER, [record(WORKLOADS, "d1", 3, name="d1"),
+                                         record(WORKLOADS, "d2", 4, name="d2")],
+                               fence=owner) == ApplyResult(written=2)

@@ -61,6 +61,7 @@ def test_operator_alerts_are_present() -> None:
         "BkcmdbSyncFullSyncTooOld", "BkcmdbSyncLagHigh", "BkcmdbSyncFencedWrites",
         "BkcmdbSyncWritesRejected", "BkcmdbSyncWatchRestartStorm", "BkcmdbSyncWatchExpiredStorm",
         "BkcmdbSyncGateOverflow", "BkcmdbSyncZooKeeperSessionNotConnected",
+        "BkcmdbSyncVersionsWentBackwards",
     }
 
 
@@ -89,6 +90,7 @@ HEALTHY = [
     _series("fenced_writes_total", 'cluster="c1"', "0+0x60"),
     _series("watch_restarts_total", 'cluster="c1", reason="closed"', "0+0.2x60"),
     _series("gate_overflows_total", 'cluster="c1"', "0+0x60"),
+    _series("version_resets_total", 'cluster="c1"', "0+0x60"),
     _series("lag_seconds", 'cluster="c1"', "0.5+0x60"),
     _series("sender_queue_depth", 'cluster="c1"', "10+0x60"),
 ]
@@ -108,6 +110,7 @@ FAILING = [
     _series("fenced_writes_total", 'cluster="c3"', "0+1x60"),
     _series("watch_restarts_total", 'cluster="c3", reason="expired"', "0+2x60"),
     _series("gate_overflows_total", 'cluster="c3"', "0+1x60"),
+    _series("version_resets_total", 'cluster="c3"', "0+0x30 1+0x30"),
     _series("lag_seconds", 'cluster="c3"', "300+0x60"),
     _series("sender_queue_depth", 'cluster="c3"', "50000+0x60"),
 ]
@@ -127,6 +130,7 @@ FIRING: dict[str, list[dict[str, str]]] = {
     "BkcmdbSyncWatchRestartStorm": [_expected('cluster="c3"', severity="warning")],
     "BkcmdbSyncWatchExpiredStorm": [_expected('cluster="c3"', severity="warning")],
     "BkcmdbSyncGateOverflow": [_expected('cluster="c3"', severity="warning")],
+    "BkcmdbSyncVersionsWentBackwards": [_expected('cluster="c3"', severity="warning")],
     "BkcmdbSyncLagHigh": [_expected('cluster="c3"', severity="warning")],
     "BkcmdbSyncSenderBacklog": [_expected('cluster="c3"', severity="warning")],
 }

@@ -14,19 +14,20 @@ import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from aiohttp import web
 
 from reconciler import SourceUnavailable
 from synchronizer.kube import (
     AccessDenied,
+    ClusterClient,
     ClusterEndpoint,
+    Credentials,
     KubeConfigError,
-    client_kwargs,
     connect,
     probe,
 )
@@ -143,10 +144,20 @@ async def mtls_server(pki: Pki) -> AsyncIterator[FakeServer]:
         yield s
 
 
-async def _get(endpoint: ClusterEndpoint, **env: str) -> httpx.Response:
-    creds = await connect(endpoint, **env)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(**client_kwargs(creds)) as client:
-        return await client.get("/api/v1/pods", params={"limit": "1"})
+@asynccontextmanager
+async def _client(creds: Credentials) -> AsyncIterator[ClusterClient]:
+    """The production client on already-loaded credentials; closed on exit."""
+    client = ClusterClient.of(creds)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _status(client: ClusterClient) -> int:
+    async with client.request("/api/v1/pods", {"limit": "1"}, read_timeout=10) as response:
+        await response.read()
+        return response.status
 
 
 def _kubeconfig(path: Path, server: str, user: dict[str, object], *,
@@ -177,10 +188,12 @@ async def test_plain_server_with_token(http_server: FakeServer) -> None:
     creds = await connect(endpoint)
     assert "s3cret" not in repr(creds)
     assert "s3cret" not in repr(load(endpoint))
-    kwargs = client_kwargs(creds)
-    assert "s3cret" not in repr(kwargs["headers"])
+    async with _client(creds) as client:
+        assert await _status(client) == 200
+        session, _ = await client._open()
+        assert "s3cret" not in repr(dict(session.headers))
     await probe(endpoint)
-    assert http_server.seen == ["Bearer s3cret"]
+    assert http_server.seen == ["Bearer s3cret"] * 2
 
 
 async def test_wrong_token_is_access_denied_in_one_line(http_server: FakeServer) -> None:
@@ -315,9 +328,9 @@ async def test_exec_plugin_token(
                        _exec_user(script, counter, "2999-01-01T00:00:00Z"))
     endpoint = ClusterEndpoint(id="c", kubeconfig=str(path))
     creds = await connect(endpoint)
-    async with httpx.AsyncClient(**client_kwargs(creds)) as client:
+    async with _client(creds) as client:
         for _ in range(3):
-            assert (await client.get("/api/v1/pods")).status_code == 200
+            assert await _status(client) == 200
     # A long-lived token is fetched once, not per request.
     assert http_server.seen == ["Bearer exec-1"] * 3
     assert counter.read_text() == "1"
@@ -334,9 +347,9 @@ async def test_exec_plugin_token_is_refreshed_before_it_expires(
     http_server.accepted = {f"Bearer exec-{n}" for n in range(1, 10)}
     path = _kubeconfig(tmp_path / "kc.yaml", http_server.url, _exec_user(script, counter, soon))
     creds = await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
-    async with httpx.AsyncClient(**client_kwargs(creds)) as client:
+    async with _client(creds) as client:
         for _ in range(2):
-            assert (await client.get("/api/v1/pods")).status_code == 200
+            assert await _status(client) == 200
     assert http_server.seen == ["Bearer exec-2", "Bearer exec-3"]
 
 
@@ -349,9 +362,9 @@ async def test_exec_plugin_token_is_reloaded_after_401(
     creds = await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
     # The server revokes exec-1 and now accepts only the plugin's next token.
     http_server.accepted = {"Bearer exec-2"}
-    async with httpx.AsyncClient(**client_kwargs(creds)) as client:
-        assert (await client.get("/api/v1/pods")).status_code == 200
-        assert (await client.get("/api/v1/pods")).status_code == 200
+    async with _client(creds) as client:
+        assert await _status(client) == 200
+        assert await _status(client) == 200
     assert http_server.seen == ["Bearer exec-1", "Bearer exec-2", "Bearer exec-2"]
 
 
@@ -371,12 +384,12 @@ async def test_in_cluster_service_account(
         service_token_file=str(token), service_ca_file=str(pki.ca),
     )
     assert creds.base_url == https_server.url
-    async with httpx.AsyncClient(**client_kwargs(creds)) as client:
-        assert (await client.get("/api/v1/pods")).status_code == 200
+    async with _client(creds) as client:
+        assert await _status(client) == 200
         # The kubelet rotates the projected token; the old one is revoked: one 401, reload.
         token.write_text("sa-2")
         https_server.accepted = {"bearer sa-2"}
-        assert (await client.get("/api/v1/pods")).status_code == 200
+        assert await _status(client) == 200
     assert https_server.seen == ["bearer sa-1", "bearer sa-1", "bearer sa-2"]
 
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from datetime import UTC, datetime
+from typing import Any
 
-from reconciler import TOMBSTONE, ClusterId, NullMetrics, ObjectKey, Record, Stamp, State, checksum
+import pytest
+
+from reconciler import (
+    TOMBSTONE,
+    ClusterId,
+    Fenced,
+    NullMetrics,
+    ObjectKey,
+    QueueClosed,
+    Record,
+    Stamp,
+    State,
+    checksum,
+)
 from reconciler._backoff import Backoff
 from reconciler._diff import changes, tombstones
 from reconciler._gate import Gate
-from reconciler._shards import ShardQueue, shard_of
-from reconciler.testing import merge
+from reconciler._writer import Scope, Writer, WriterSettings
+from reconciler.testing import MemoryStore, merge
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -23,43 +35,6 @@ def rec(key: str, version: int, content: str = "a", *, deleted: bool = False) ->
         checksum=TOMBSTONE if deleted else checksum({"c": content}),
         state=State.DELETED if deleted else State.ACTIVE, fields={"c": content},
     )
-
-
-def test_shard_of_is_stable_across_processes() -> None:
-    keys = [f"uid-{i}" for i in range(50)]
-    here = [shard_of(ObjectKey(k), 8) for k in keys]
-    code = (
-        "from reconciler._shards import shard_of;"
-        f"print([shard_of(k, 8) for k in {keys!r}])"
-    )
-    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env={"PYTHONHASHSEED": "123"}).stdout.strip()
-    assert str(here) == there
-    assert len(set(here)) > 4
-
-
-async def test_shard_queue_coalesces_to_newest_version() -> None:
-    q = ShardQueue(capacity=10)
-    await q.put(rec("a", 1))
-    await q.put(rec("b", 2))
-    await q.put(rec("a", 5, "x"))
-    await q.put(rec("a", 3, "y"))  # older than the waiting one: dropped
-    batch = q.take(10)
-    assert [(r.key, r.version) for r in batch] == [("a", 5), ("b", 2)]
-    assert q.coalesced == 2
-
-
-async def test_shard_queue_applies_back_pressure() -> None:
-    q = ShardQueue(capacity=2)
-    await q.put(rec("a", 1))
-    await q.put(rec("b", 1))
-    blocked = asyncio.create_task(q.put(rec("c", 1)))
-    await asyncio.sleep(0)
-    assert not blocked.done()
-    await q.put(rec("a", 2))  # an already-waiting key never blocks
-    q.take(1)
-    await blocked
-    assert len(q) == 2
 
 
 async def test_gate_parks_then_replays_only_newer_events_in_order() -> None:
@@ -167,23 +142,99 @@ def test_repair_records_win_at_an_equal_version_only_when_content_differs() -> N
     assert merge(stored, replace(rec("k", 4, "truth"), repair=True)) is None
 
 
+class GroupStore(MemoryStore):
+    """A MemoryStore that writes many scopes' groups in one call (and can fence one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[str, int]]] = []
+        self.fenced: set[str] = set()
+
+    async def apply_groups(self, groups):  # type: ignore[no-untyped-def]
+        self.calls.append([(g.cluster, len(g.records)) for g in groups])
+        out = []
+        for g in groups:
+            if g.cluster in self.fenced:
+                out.append(Fenced(f"cluster {g.cluster}: taken over"))
+            else:
+                out.append(await MemoryStore.apply(self, g.cluster, g.records))
+        return out
+
+
+def writer_for(store: MemoryStore, **settings: Any) -> Writer:
+    options = {"senders": 1, "linger": 0.01} | settings
+    return Writer(metrics=NullMetrics(), settings=WriterSettings(**options),
+                  multi=store if isinstance(store, GroupStore) else None)
+
+
+def scope_of(writer: Writer, store: MemoryStore, cluster: str) -> Scope:
+    return writer.scope(cluster=ClusterId(cluster), store=store, fence=None,
+                        labels={"cluster": cluster, "kind": "k"}, clock=lambda: NOW)
+
+
 async def test_row15_an_older_version_cannot_overtake_a_newer_one_of_the_same_content() -> None:
     """TEST-MATRIX row 15 (v5 A, v9 A, v7 B): the store writes nothing for v9 (same content
-    as v5), so it is the sender pool that must not let v7 through afterwards."""
-    from reconciler import ReconcilerSettings
-    from reconciler._sender import SenderPool
-    from reconciler.testing import MemoryStore
-
+    as v5), so it is the writer that must not let v7 through afterwards."""
     store = MemoryStore()
-    pool = SenderPool(cluster=ClusterId("c"), store=store, fence=None, metrics=NullMetrics(),
-                      settings=ReconcilerSettings(linger=0), clock=lambda: NOW)
-    task = asyncio.create_task(pool.run())
+    writer = writer_for(store, linger=0)
+    task = asyncio.create_task(writer.run())
+    scope = scope_of(writer, store, "c")
     for record in (rec("k", 5, "A"), rec("k", 9, "A"), rec("k", 7, "B")):
-        await pool.put(record)
-        await pool.drained()
-    assert pool.superseded == 1
+        await scope.put(record)
+        await scope.drained()
+    assert scope.superseded == 1
     assert store.rows[(ClusterId("c"), ObjectKey("k"))].checksum == rec("k", 5, "A").checksum
-    await pool.put(rec("k", 11, "C"))  # anything newer still goes through
-    await pool.drained()
+    await scope.put(rec("k", 11, "C"))  # anything newer still goes through
+    await scope.drained()
     assert store.rows[(ClusterId("c"), ObjectKey("k"))].version == 11
+    task.cancel()
+
+
+async def test_a_waiting_key_coalesces_to_its_newest_version() -> None:
+    store = MemoryStore()
+    writer = writer_for(store)
+    scope = scope_of(writer, store, "c")
+    for record in (rec("a", 1), rec("b", 2), rec("a", 5, "x")):
+        await scope.put(record)
+    assert writer.queued == 2  # not started: both keys wait, "a" once
+    task = asyncio.create_task(writer.run())
+    await scope.drained()
+    assert store.history == [("a", 5), ("b", 2)]
+    task.cancel()
+
+
+async def test_one_transaction_carries_many_clusters_and_a_fenced_one_stays_alone() -> None:
+    store = GroupStore()
+    store.fenced.add("x")
+    writer = writer_for(store, linger=0.05)
+    scopes = {c: scope_of(writer, store, c) for c in ("x", "y", "z")}
+    for c, scope in scopes.items():
+        await scope.put(rec(f"{c}-1", 1))
+    task = asyncio.create_task(writer.run())
+    await scopes["y"].drained()
+    await scopes["z"].drained()
+    assert [sorted(call) for call in store.calls] == [[("x", 1), ("y", 1), ("z", 1)]]
+    assert isinstance(await scopes["x"].fenced, Fenced)
+    with pytest.raises(QueueClosed):
+        await scopes["x"].put(rec("x-2", 2))
+    assert {k for (_, k) in store.rows} == {"y-1", "z-1"}
+    task.cancel()
+
+
+async def test_a_hot_scope_waits_at_its_share_while_others_still_get_in() -> None:
+    store = MemoryStore()
+    writer = writer_for(store, budget=4)
+    hot, quiet = scope_of(writer, store, "hot"), scope_of(writer, store, "quiet")
+    for i in range(4):  # the whole budget
+        await hot.put(rec(f"h{i}", 1))
+    blocked = asyncio.create_task(hot.put(rec("h-more", 1)))
+    await asyncio.sleep(0)
+    assert not blocked.done()  # over budget and over its share (4 // 2)
+    await quiet.put(rec("q0", 1))  # under its share: gets in though the budget is full
+    assert writer.queued == 5 and hot.used == 4 and quiet.used == 1
+    task = asyncio.create_task(writer.run())
+    await blocked  # the senders made room
+    await hot.drained()
+    await quiet.drained()
+    assert len(store.rows) == 6
     task.cancel()

@@ -1,0 +1,458 @@
+"""The writer: one pool of senders for every cluster and kind of an instance.
+
+Why one pool: an instance owning hundreds of small clusters sees a few events per cluster
+per second. With a sender pool per cluster and kind, batches never fill, so every event
+became a transaction of its own, with its own fence check: most of the CPU of a quiet
+fleet went to transaction overhead. Here every reconciler (a *scope*: one resource of one
+cluster, writing one store view under one fence) hands its records to the same shards,
+and a sender's batch carries records of many scopes. With a store that can (`MultiStore`),
+the whole batch is one transaction in which each cluster's rows are fenced by that
+cluster's own lease: a fenced cluster's rows are refused, the others are applied.
+
+Order: a record goes to shard `xxh64(scope, key) % senders`, so every version of one
+object lands in one shard, which is processed by one sender, one batch at a time; within a
+shard a key waits at most once (a newer version replaces an older one still waiting).
+Versions only go forward: each scope remembers the highest version it has taken of each
+key and drops an older record (`superseded_total`), which is what lets the store skip
+writes of a newer version with unchanged content (docs/designs/006).
+
+Memory: one budget bounds the records queued here plus those parked by the scopes' gates,
+over the whole instance. A scope may add while the instance is under its budget, or while
+it holds less than its fair share (budget / scopes); otherwise its producer waits (back-
+pressure on that scope's watch or list only) and its gate overflows (another full sync of
+that scope only). A hot cluster thus cannot starve the others, and the total stays within
+twice the budget in the worst case.
+
+Failure: a transient store error retries the batch with jittered backoff; a scope found
+fenced is closed — its queued records dropped, its producers released with
+`QueueClosed`, and `Scope.fenced` resolved so its reconciler ends with `Fenced`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import xxhash
+
+from ._backoff import Backoff
+from ._errors import Fenced, QueueClosed, StoreError
+from ._protocols import Metrics, Store
+from ._types import ApplyResult, ClusterId, Fence, ObjectKey, Record
+
+log = logging.getLogger("reconciler.writer")
+
+GAUGE_PERIOD = 1.0
+"""Seconds between refreshes of the queue gauges of every scope."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriterSettings:
+    """Knobs of an instance's writer."""
+
+    senders: int = 8
+    """Sender coroutines; an object always goes to the same one, so its order is kept."""
+    batch_size: int = 500
+    """Most records one sender writes in one transaction."""
+    linger: float = 0.02
+    """Seconds a sender waits for a batch to fill before writing what it has."""
+    budget: int = 200_000
+    """Records queued plus parked, over every scope, before fair shares apply."""
+    backoff_initial: float = 0.2
+    backoff_max: float = 30.0
+    apply_retries: int = 0
+    """Transient write failures retried before giving up a batch; 0 means retry forever."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteGroup:
+    """One scope's part of a batch: its records, where they go, under which fence."""
+
+    cluster: ClusterId
+    store: Store
+    fence: Fence | None
+    records: Sequence[Record]
+
+
+class MultiStore(Protocol):
+    """A store that writes the groups of many scopes in one transaction."""
+
+    async def apply_groups(self, groups: Sequence[WriteGroup]
+                           ) -> Sequence[ApplyResult | BaseException]:
+        """Apply every group under the merge rule in one transaction; per group, its
+        result or the exception that refused it (`Fenced` for a cluster another owner
+        holds: its rows are not written, the other groups' are). Raises `StoreError`
+        when the transaction as a whole failed (nothing written)."""
+        ...
+
+
+class Scope:
+    """One reconciler's share of the writer: put records, wait for them to be written."""
+
+    def __init__(self, writer: Writer, sid: int, *, cluster: ClusterId, store: Store,
+                 fence: Fence | None, labels: Mapping[str, str],
+                 clock: Callable[[], datetime]) -> None:
+        self._writer = writer
+        self.sid = sid
+        self.cluster = cluster
+        self.store = store
+        self.fence = fence
+        self.labels = dict(labels)
+        self.clock = clock
+        self.queued = 0
+        self._parked = 0
+        self.inflight = 0
+        self.closed = False
+        self.fenced: asyncio.Future[Fenced] = asyncio.get_running_loop().create_future()
+        self._taken: dict[ObjectKey, int] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.superseded = 0
+        self.written = 0
+        self.failing: tuple[float, str] | None = None
+        """(loop time of the first failure, last error) while its writes keep failing."""
+        self.shown: tuple[int, int] = (-1, -1)
+        """(parked, queued) as the gauges last showed them."""
+
+    @property
+    def depth(self) -> int:
+        """Records of this scope waiting to be written (not counting a batch in flight)."""
+        return self.queued
+
+    @property
+    def used(self) -> int:
+        """What this scope holds of the instance's budget: queued plus parked."""
+        return self.queued + self._parked
+
+    @property
+    def parked(self) -> int:
+        """Events its gate holds now (they count toward the budget)."""
+        return self._parked
+
+    def set_parked(self, n: int) -> None:
+        """The gate's count of parked events changed."""
+        self._writer.adjust(n - self._parked)
+        self._parked = n
+
+    def may_park(self) -> bool:
+        """Whether the scope's gate may park one more event (see the budget)."""
+        return self._writer.allows(self)
+
+    async def put(self, record: Record) -> None:
+        """Queue a record; waits while this scope is over its share of a full budget.
+
+        Raises `QueueClosed` once the scope is closed (fenced, or the writer stopped).
+        """
+        if self.closed:
+            raise QueueClosed("the writer no longer takes this scope's records")
+        key = record.key
+        if record.version < self._taken.get(key, 0):
+            self.superseded += 1
+            self._writer.metrics.inc("superseded_total", self.labels)
+            return
+        while not self._writer.allows(self) and not self._writer.pending(self, key):
+            await self._writer.wait_room(self)
+            if self.closed:
+                raise QueueClosed("the writer no longer takes this scope's records")
+        if record.deleted:
+            self._taken.pop(key, None)
+        else:
+            self._taken[key] = record.version
+        self._idle.clear()
+        self._writer.enqueue(self, record)
+
+    def forget_versions(self) -> None:
+        """Drop the versions taken so far: the cluster's versions went backwards (see
+        `ClusterReconciler`), and the new incarnation's records must not be superseded by
+        the old one's."""
+        self._taken.clear()
+
+    async def drained(self) -> None:
+        """Return once every record put so far has been written (or refused).
+
+        Raises `QueueClosed` if the scope was closed with records unwritten.
+        """
+        await self._idle.wait()
+        if self.closed:
+            raise QueueClosed("the scope was closed with records unwritten")
+
+    def close(self) -> None:
+        """Leave the writer: drop what is queued, release every waiter."""
+        self._writer.remove(self)
+
+    # -- the writer's side ------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        if self.queued == 0 and self.inflight == 0:
+            self._idle.set()
+
+
+class _Shard:
+    """Pending records of one shard, at most one per (scope, key), in first-arrival order."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[int, ObjectKey], tuple[Scope, Record]] = {}
+        self.ready = asyncio.Event()
+
+    def take(self, n: int) -> list[tuple[Scope, Record]]:
+        keys = list(itertools.islice(self.pending, n))
+        return [self.pending.pop(k) for k in keys]
+
+
+class Writer:
+    """The senders of an instance; see the module docstring."""
+
+    def __init__(self, *, settings: WriterSettings | None = None, metrics: Metrics,
+                 multi: MultiStore | None = None) -> None:
+        self.settings = settings or WriterSettings()
+        self.metrics = metrics
+        self._multi = multi
+        self._shards = [_Shard() for _ in range(self.settings.senders)]
+        self._scopes: dict[int, Scope] = {}
+        self._ids = itertools.count(1)
+        self._used = 0
+        """Queued plus parked records over every scope."""
+        self._waiting: set[Scope] = set()
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    def scope(self, *, cluster: ClusterId, store: Store, fence: Fence | None,
+              labels: Mapping[str, str], clock: Callable[[], datetime]) -> Scope:
+        """Register a scope (one reconciler); `Scope.close` unregisters it."""
+        sid = next(self._ids)
+        scope = Scope(self, sid, cluster=cluster, store=store, fence=fence, labels=labels,
+                      clock=clock)
+        self._scopes[sid] = scope
+        return scope
+
+    @property
+    def queued(self) -> int:
+        """Records waiting in every shard."""
+        return sum(len(s.pending) for s in self._shards)
+
+    @property
+    def used(self) -> int:
+        """Queued plus parked records over every scope (what the budget bounds)."""
+        return self._used
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether `scope` may add a record: under budget, or under its fair share."""
+        if self._used < self.settings.budget:
+            return True
+        return scope.used < self.settings.budget // max(1, len(self._scopes))
+
+    def adjust(self, delta: int) -> None:
+        """Parked events came or went (a gate parked, replayed or dropped them)."""
+        self._used += delta
+        if delta < 0 and self._waiting and self._used < self.settings.budget:
+            self._wake_all()
+
+    async def wait_room(self, scope: Scope) -> None:
+        """Wait until `scope` may be allowed to add again (a wake-up, then re-check)."""
+        self._waiting.add(scope)
+        scope._room.clear()
+        try:
+            await scope._room.wait()
+        finally:
+            self._waiting.discard(scope)
+
+    def pending(self, scope: Scope, key: ObjectKey) -> bool:
+        """Whether a record of `key` already waits (a newer one replaces it: no growth)."""
+        return (scope.sid, key) in self._shard_of(scope, key).pending
+
+    def _shard_of(self, scope: Scope, key: ObjectKey) -> _Shard:
+        digest = xxhash.xxh64_intdigest(key.encode(), seed=scope.sid)
+        return self._shards[digest % len(self._shards)]
+
+    def enqueue(self, scope: Scope, record: Record) -> None:
+        """Put a record on its shard, replacing an older waiting version of its key."""
+        shard = self._shard_of(scope, record.key)
+        slot = (scope.sid, record.key)
+        waiting = shard.pending.get(slot)
+        if waiting is not None:
+            if waiting[1].version > record.version:
+                return
+            shard.pending[slot] = (scope, record)
+            return
+        shard.pending[slot] = (scope, record)
+        scope.queued += 1
+        self._used += 1
+        shard.ready.set()
+
+    def remove(self, scope: Scope, error: Fenced | None = None) -> None:
+        """Close a scope: drop its queued records, release its producers and waiters."""
+        if scope.closed:
+            return
+        scope.closed = True
+        for shard in self._shards:
+            mine = [k for k, (s, _) in shard.pending.items() if s is scope]
+            for k in mine:
+                del shard.pending[k]
+            self._used -= len(mine)
+        scope.queued = 0
+        self._used -= scope._parked
+        scope._parked = 0
+        self._scopes.pop(scope.sid, None)
+        if error is not None and not scope.fenced.done():
+            scope.fenced.set_result(error)
+        scope._room.set()
+        scope._idle.set()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for scope in self._waiting:
+            scope._room.set()
+
+    # -- senders ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the senders until cancelled; on the way out every scope is closed."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._gauges())
+                for shard in self._shards:
+                    tg.create_task(self._send(shard))
+        finally:
+            for scope in list(self._scopes.values()):
+                self.remove(scope)
+
+    async def _gauges(self) -> None:
+        """Once a second, the queue gauges of every scope whose figures changed (one task
+        for the whole instance: a timer per reconciler was most of an idle fleet's CPU);
+        lag reads 0 while nothing of a scope waits to be written."""
+        metrics = self.metrics
+        while True:
+            for scope in list(self._scopes.values()):
+                shown = (scope._parked, scope.queued)
+                if shown != scope.shown:
+                    metrics.set("parked_events", scope.labels, shown[0])
+                    metrics.set("sender_queue_depth", scope.labels, shown[1])
+                    if shown == (0, 0) and scope.inflight == 0:
+                        metrics.set("lag_seconds", scope.labels, 0)
+                    scope.shown = shown
+            await asyncio.sleep(GAUGE_PERIOD)
+
+    async def _send(self, shard: _Shard) -> None:
+        settings = self.settings
+        while True:
+            while not shard.pending:
+                shard.ready.clear()
+                await shard.ready.wait()
+            if len(shard.pending) < settings.batch_size and settings.linger > 0:
+                await asyncio.sleep(settings.linger)
+            taken = shard.take(settings.batch_size)
+            groups: dict[int, list[Record]] = {}
+            scopes: dict[int, Scope] = {}
+            for scope, record in taken:
+                if scope.closed:
+                    continue
+                groups.setdefault(scope.sid, []).append(record)
+                scopes[scope.sid] = scope
+                scope.queued -= 1
+                scope.inflight += 1
+            self._used -= len(taken)
+            if self._waiting:
+                if self._used < settings.budget:
+                    self._wake_all()
+                else:
+                    for scope in scopes.values():
+                        scope._room.set()  # its own share shrank
+            try:
+                await self._write([(scopes[sid], records) for sid, records in groups.items()])
+            finally:
+                for sid, records in groups.items():
+                    scope = scopes[sid]
+                    scope.inflight -= len(records)
+                    scope._settle()
+
+    async def _write(self, parts: list[tuple[Scope, list[Record]]]) -> None:
+        """Write one batch (retried while transient); deliver per-scope outcomes."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
+        attempts = 0
+        while parts:
+            started = loop.time()
+            try:
+                outcomes = await self._apply(parts)
+            except StoreError as exc:
+                self._failed(parts, loop.time(), str(exc), "transient")
+                log.warning("write of %d records (%d scopes) failed, retrying: %s",
+                            sum(len(r) for _, r in parts), len(parts), exc)
+            except Exception as exc:
+                self._failed(parts, loop.time(), f"{type(exc).__name__}: {exc}", "error")
+                log.exception("unexpected store failure, retrying")
+            else:
+                elapsed = loop.time() - started
+                for (scope, records), outcome in zip(parts, outcomes, strict=True):
+                    self._deliver(scope, records, outcome, elapsed)
+                return
+            attempts += 1
+            if self.settings.apply_retries and attempts > self.settings.apply_retries:
+                log.error("giving up a batch of %d records after %d attempts; the next full"
+                          " sync repairs it", sum(len(r) for _, r in parts), attempts)
+                return
+            await backoff.sleep()
+            parts = [(s, r) for s, r in parts if not s.closed]
+
+    async def _apply(self, parts: list[tuple[Scope, list[Record]]]
+                     ) -> Sequence[ApplyResult | BaseException]:
+        if self._multi is not None and len(parts) > 1:
+            return await self._multi.apply_groups(
+                [WriteGroup(s.cluster, s.store, s.fence, r) for s, r in parts])
+        out: list[ApplyResult | BaseException] = []
+        for scope, records in parts:
+            try:
+                out.append(await scope.store.apply(scope.cluster, records, fence=scope.fence))
+            except Fenced as exc:
+                out.append(exc)
+        return out
+
+    def _failed(self, parts: list[tuple[Scope, list[Record]]], now: float, error: str,
+                result: str) -> None:
+        line = error.splitlines()[0] if error else "write failed"
+        for scope, _ in parts:
+            self.metrics.inc("batches_total", {**scope.labels, "result": result})
+            since = scope.failing[0] if scope.failing is not None else now
+            scope.failing = (since, line)
+
+    def _deliver(self, scope: Scope, records: Sequence[Record],
+                 outcome: ApplyResult | BaseException, elapsed: float) -> None:
+        labels = scope.labels
+        if isinstance(outcome, Fenced):
+            self.metrics.inc("batches_total", {**labels, "result": "fenced"})
+            self.metrics.inc("fenced_writes_total", labels)
+            log.warning("cluster %s: %s", scope.cluster, outcome)
+            self.remove(scope, outcome)
+            return
+        if isinstance(outcome, BaseException):
+            self._failed([(scope, list(records))], asyncio.get_running_loop().time(),
+                         str(outcome), "error")
+            return
+        scope.failing = None
+        self.metrics.observe("batch_duration_seconds", labels, elapsed)
+        self.metrics.inc("batches_total", {**labels, "result": "ok"})
+        now = scope.clock()
+        deletes = sum(1 for r in records if r.deleted)
+        op = "delete" if deletes == len(records) else "upsert" if deletes == 0 else "mixed"
+        if outcome.written:
+            self.metrics.inc("writes_total", {**labels, "op": op, "result": "written"},
+                             outcome.written)
+        if outcome.unchanged:
+            self.metrics.inc("writes_total", {**labels, "op": op, "result": "unchanged"},
+                             outcome.unchanged)
+        for key, error in outcome.rejected:
+            self.metrics.inc("writes_total", {**labels, "op": op, "result": "rejected"})
+            log.error("cluster %s: row %s rejected by the store: %s", scope.cluster, key, error)
+        scope.written += outcome.written
+        newest = max(r.query_at for r in records)
+        self.metrics.set("lag_seconds", labels, (now - newest).total_seconds())
+        for r in records:
+            self.metrics.observe("event_to_row_seconds", labels,
+                                 (now - r.query_at).total_seconds())
