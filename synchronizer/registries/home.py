@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import orjson
 
-from synchronizer.kube import ClusterEndpoint, KubeConfigError, client_kwargs, connect
-from synchronizer.kube.connection import Loaded, load
+from synchronizer.kube import ClusterEndpoint, Credentials, KubeConfigError, connect
+from synchronizer.kube.connection import USER_AGENT, Loaded, load
 from synchronizer.settings import CrdRegistrySettings
 
 from .resolve import SecretError
@@ -76,6 +76,41 @@ def _message(response: httpx.Response) -> str:
     return f"{text}: {str(detail)[:200]}" if detail else text
 
 
+class _Auth(httpx.Auth):
+    """The current credential on each request (refreshed by its loader when due); on a 401
+    the credential is reloaded once and the request retried. Never stored on the client."""
+
+    def __init__(self, creds: Credentials) -> None:
+        self._creds = creds
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        header = await self._creds.authorization()
+        if header:
+            request.headers["Authorization"] = header
+        if self._creds.sni_hostname:
+            request.extensions["sni_hostname"] = self._creds.sni_hostname
+        response = yield request
+        if response.status_code == 401 and self._creds.refreshable:
+            fresh = await self._creds.reload(header)
+            if fresh and fresh != header:
+                request.headers["Authorization"] = fresh
+                yield request
+
+
+def _client(creds: Credentials) -> httpx.AsyncClient:
+    """An httpx client of the home cluster (requests here are rare: httpx, as for probes)."""
+    options: dict[str, Any] = {}
+    if creds.proxy:
+        options["proxy"] = creds.proxy
+    return httpx.AsyncClient(
+        base_url=creds.base_url, auth=_Auth(creds), trust_env=False,
+        verify=creds.ssl_context if creds.ssl_context is not None else True,
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        timeout=httpx.Timeout(REQUEST_TIMEOUT), **options)
+
+
 class HomeCluster:
     """A shared client of the home cluster; see the module docstring."""
 
@@ -95,8 +130,7 @@ class HomeCluster:
                     creds = await connect(self.endpoint)
                 except KubeConfigError as exc:
                     raise HomeError(f"home cluster: {exc}") from None
-                self._client = httpx.AsyncClient(**client_kwargs(
-                    creds, timeout=httpx.Timeout(REQUEST_TIMEOUT)))
+                self._client = _client(creds)
             return self._client
 
     async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
