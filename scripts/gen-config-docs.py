@@ -35,7 +35,8 @@ from synchronizer.settings import (  # noqa: E402  (after the path set-up, on pu
 )
 
 OUTPUT = ROOT / "docs" / "configuration.md"
-SECRETS = {"cmdb.dsn", "clusters[].token"}
+SECRETS = {"cmdb.dsn", "clusters[].token", "instance.admin_token", "registries.crd.token",
+           "registries.http.token"}
 
 EXAMPLE = """\
 instance:
@@ -99,7 +100,8 @@ one key at a time, only the whole list with `{ENV_PREFIX}CLUSTERS`.
 
 ## Secrets
 
-`cmdb.dsn` (it may carry a password) and `clusters[].token` are secrets: they are held as
+`cmdb.dsn` (it may carry a password), `clusters[].token`, `instance.admin_token`,
+`registries.crd.token` and `registries.http.token` are secrets: they are held as
 `SecretStr`, so they print as `**********`, and they never appear in logs, in metrics,
 in `/status` or in error messages (a DSN is shown with `***` for its password). Keep them
 out of ConfigMaps: give them through the environment from a Kubernetes Secret
@@ -118,7 +120,10 @@ def _type_name(annotation: Any) -> str:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " (optional)"
     if origin is list:
-        return f"list of {_type_name(typing.get_args(annotation)[0])}"
+        item = _type_name(typing.get_args(annotation)[0])
+        return f"list, each {item}" if item.startswith("one of") else f"list of {item}"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in typing.get_args(annotation))
     names = {str: "string", int: "integer", float: "number", bool: "boolean",
              SecretStr: "string, secret"}
     if annotation in names:
@@ -156,6 +161,8 @@ def _default(field: FieldInfo) -> str:
         value = value.get_secret_value()
     if value is None:
         return "unset"
+    if value == "":
+        return '`""`'
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, float) and value.is_integer():
@@ -192,20 +199,31 @@ def _section(name: str, field: FieldInfo) -> list[str]:
                   f"JSON in `{ENV_PREFIX}{name.upper()}`."]
     elif field.default is None:
         lines += ["", "Optional section: absent (the default) leaves it off."]
-    lines += ["", "| key | type | default | environment variable | description |",
-              "| --- | --- | --- | --- | --- |"]
+    rows: list[str] = []
+    nested: list[tuple[str, FieldInfo]] = []
     for key, sub in model.model_fields.items():
         path = f"{prefix}.{key}"
+        if not is_list and _model(sub.annotation) is not None \
+                and typing.get_origin(sub.annotation) is not list:
+            nested.append((path, sub))  # a section of its own, below
+            continue
         kind = _type_name(sub.annotation)
         bounds = _constraints(sub)
         if bounds:
             kind += f"; {bounds}"
         if path in SECRETS and "secret" not in kind:
             kind += ", secret"
-        env = "—" if is_list else f"`{ENV_PREFIX}{name.upper()}{ENV_DELIMITER}{key.upper()}`"
-        lines.append(f"| `{path}` | {_escape(kind)} | {_default(sub)} | {env} | "
-                     f"{_escape(sub.description or '')} |")
-    return [*lines, ""]
+        env_path = name.upper().replace(".", ENV_DELIMITER)
+        env = "—" if is_list else f"`{ENV_PREFIX}{env_path}{ENV_DELIMITER}{key.upper()}`"
+        rows.append(f"| `{path}` | {_escape(kind)} | {_default(sub)} | {env} | "
+                    f"{_escape(sub.description or '')} |")
+    if rows:
+        lines += ["", "| key | type | default | environment variable | description |",
+                  "| --- | --- | --- | --- | --- |", *rows]
+    lines.append("")
+    for path, sub in nested:
+        lines.extend(_section(path, sub))
+    return lines
 
 
 def render() -> str:

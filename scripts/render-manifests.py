@@ -45,6 +45,9 @@ FILE_OF_KIND: Mapping[str, str] = {
     "PodDisruptionBudget": "pdb.yaml",
 }
 FILES = tuple(dict.fromkeys(FILE_OF_KIND.values()))
+CRD_FILE = "crd.yaml"
+"""The chart's crds/ (Helm installs them before the templates; `helm template` leaves them
+out), concatenated as they are: the SyncCluster CRD."""
 # Helm bookkeeping labels are not true of plain manifests.
 HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 
@@ -129,7 +132,7 @@ def kustomization() -> str:
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": NAMESPACE,
-        "resources": list(FILES),
+        "resources": [CRD_FILE, *FILES],
     }
     return HEADER + yaml.safe_dump(body, sort_keys=False)
 
@@ -150,6 +153,8 @@ def manifest_files() -> dict[str, str]:
         _strip_helm_labels(obj)
         grouped[FILE_OF_KIND[kind]].append(obj)
     files = {name: _dump(objs) for name, objs in grouped.items() if objs}
+    crds = [p.read_text() for p in sorted((CHART / "crds").glob("*.yaml"))]
+    files[CRD_FILE] = HEADER + "---\n".join(crds)
     files["kustomization.yaml"] = kustomization()
     return files
 

@@ -33,6 +33,7 @@ from .http import HttpProviders, HttpServer
 from .kinds import PODS, Kind
 from .metrics import PrometheusMetrics
 from .registries import ClusterSpec, Registry, RegistryPull, SecretResolver
+from .registries.setup import RegistrySetup
 from .registries.static import spec_of, static_registry, static_tokens
 from .settings import Settings
 from .status import RowCounts, cluster_state, kind_detail, last_full_sync, totals
@@ -68,7 +69,10 @@ class Instance:
         self.part_errors: dict[str, str] = {}
         self._store_ready = asyncio.Event()
         self.secrets = SecretResolver(static=static_tokens(settings.clusters))
-        self.registries: list[Registry] = [static_registry(settings.clusters)]
+        self.setup = RegistrySetup(settings, self.secrets, self._require_store)
+        self.registries: list[Registry] = [static_registry(settings.clusters),
+                                           *self.setup.registries]
+        self._coordinating = asyncio.Event()
         self.coordinator = self._coordinator()
         self.writer: Writer | None = None
         """The instance's senders, shared by every cluster and kind (built with the store)."""
@@ -81,16 +85,19 @@ class Instance:
         self.controller = Controller(factory=self.factory, metrics=self.metrics,
                                      backoff_max=settings.sync.backoff_max)
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
+        self.setup.attach(coordinator=self.coordinator, controller=self.controller,
+                          counts=self.counts)
         inst = settings.instance
         self.http = HttpServer(
             address=inst.address, port=inst.port, metric_port=inst.metric_port,
             providers=HttpProviders(status=self.status, ready=self.readiness,
                                     metrics=self.metrics.exposition,
-                                    views={"/status/workloads": self.workloads}),
+                                    views={"/status/workloads": self.workloads},
+                                    routes=self.setup.admin_routes()),
         )
 
     def _coordinator(self) -> Coordinator:
-        pull = self.settings.sync.cluster_pull_interval
+        pull = self.setup.pull_interval
         zk = self.settings.zookeeper
         inst = self.settings.instance
         if zk is None:
@@ -127,7 +134,9 @@ class Instance:
                  asyncio.create_task(self._supervised("coordination", self._work),
                                      name="work"),
                  asyncio.create_task(self._supervised("row counts", self._refresh_counts),
-                                     name="counts")]
+                                     name="counts"),
+                 asyncio.create_task(self._supervised("registries", self._registries),
+                                     name="registries")]
         if self.settings.sync.tombstone_retention is not None:
             tasks.append(asyncio.create_task(
                 self._supervised("tombstone retention", self._retention), name="retention"))
@@ -153,6 +162,7 @@ class Instance:
                 await self.coordinator.stop()
             if self.store is not None:
                 await self.store.close()
+            await self.setup.aclose()
             await self.http.stop()
             log.info("stopped")
 
@@ -201,8 +211,14 @@ class Instance:
     async def _work(self) -> None:
         await self._store_ready.wait()
         await self.coordinator.start()
+        self._coordinating.set()
         self.part_errors.pop("coordination", None)
         await self.controller.run(self.coordinator.owned())
+
+    async def _registries(self) -> None:
+        """Summaries and the master's duties (`registries.setup`), once coordinating."""
+        await self._coordinating.wait()
+        await self.setup.run()
 
     # -- surfaces -------------------------------------------------------------------------
 
@@ -292,7 +308,7 @@ class Instance:
         clusters = []
         for cluster, running in sorted(self.controller.clusters.items()):
             sup = running.supervisor
-            spec: ClusterSpec | None = self.factory.specs.get(cluster) or running.assigned.spec
+            spec: ClusterSpec | None = running.assigned.spec or self.factory.specs.get(cluster)
             counts = await self.counts.of(cluster, self._kinds(cluster))
             synced = last_full_sync(sup)
             recs = sup.reconcilers if sup is not None else {}
@@ -327,6 +343,7 @@ class Instance:
             "clusters": clusters,
             "registries": [h.as_dict() for h in self.pull.health],
             "conflicts": dict(self.pull.conflicts),
+            **self.setup.status(coord.master),
         }
         if self.part_errors:
             doc["errors"] = dict(self.part_errors)

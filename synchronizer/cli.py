@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric-port", type=int, default=9999, help="port of /metrics")
     demo.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
     demo.add_argument("--plain", action="store_true", help="no live view, plain log lines")
+    demo.add_argument("--crd", action="store_true",
+                      help="register the cluster with a SyncCluster resource and show the"
+                      " status the operator writes")
 
     verify = sub.add_parser("verify", help="compare the clusters with the CMDB (read-only)")
     verify.add_argument("--config", required=True, help="YAML config file")

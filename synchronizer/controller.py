@@ -3,7 +3,9 @@
 Level-triggered: the coordinator yields the whole owned set (cluster → fence and spec) each
 time it changes, and the controller diffs it against what runs — it never acts on "you
 gained X" deltas, so a missed notification cannot leave it wrong. A cluster whose fence or
-spec changed is stopped and started again under the new one. Stops happen before starts
+spec changed is stopped and started again under the new one; a spec that only names
+another registry (`ClusterSpec` equality ignores where a spec came from) is taken over
+without a restart. Stops happen before starts
 (release before acquire), and a stop is graceful (every kind's reconciler flushes its
 senders, then the cluster's lease is given up) and bounded: past `stop_timeout` the
 cluster is cancelled, and a cluster that still will not end is abandoned with a log line
@@ -110,6 +112,8 @@ class Controller:
         for cluster, assigned in sorted(desired.items()):
             if cluster not in self._running:
                 self._start(cluster, assigned)
+            else:  # equal (same fence and connection), perhaps from another registry now
+                self._running[cluster].assigned = assigned
         self._metrics.set("assigned_clusters", {}, len(desired))
         async with self._owned:
             self._owned.notify_all()

@@ -67,6 +67,9 @@ class InstanceSettings(_Strict):
     address: str = Field("0.0.0.0", description="Bind address of the HTTP API and metrics.")
     port: Port = Field(8888, description="Port of /healthz, /readyz, /status and the page.")
     metric_port: Port = Field(9999, description="Port of /metrics.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin API (/v1/topologies); unset: the admin"
+        " API is off.")
 
 
 class ZooKeeperSettings(_Strict):
@@ -146,6 +149,9 @@ class SyncSettings(_Strict):
     tombstone_retention: Seconds | None = Field(
         None, description="Seconds after which Deleted rows are removed (default: never; the"
         " contract keeps every row).")
+    on_cluster_removed: Literal["keep", "delete"] = Field(
+        "keep", description="What happens to the rows of a cluster that left every registry:"
+        " keep them as they are, or soft-delete them (state Deleted at their own version).")
 
     @field_validator("kinds")
     @classmethod
@@ -181,6 +187,55 @@ class ClusterSettings(_Strict):
         return self
 
 
+class CrdRegistrySettings(_Strict):
+    """SyncCluster custom resources in the home cluster, watched with kopf by the master."""
+
+    enabled: bool = Field(False, description="Register the clusters of SyncCluster resources.")
+    namespace: str = Field("", description="Namespace of the SyncClusters (\"\": every namespace).")
+    server: str = Field("", description="API server URL of the home cluster (default:"
+                        " in-cluster, or `kubeconfig`).")
+    kubeconfig: str = Field("", description="Kubeconfig of the home cluster (instead of"
+                            " `server`).")
+    context: str = Field("", description="Kubeconfig context (default: current).")
+    token: SecretStr | None = Field(None, description="Bearer token for `server`.")
+    ca_file: str = Field("", description="CA bundle for `server`.")
+    insecure_skip_tls_verify: bool = Field(False, description="Skip TLS verification.")
+
+    @model_validator(mode="after")
+    def _one_home(self) -> CrdRegistrySettings:
+        if self.server and self.kubeconfig:
+            raise ValueError("give server or kubeconfig for the home cluster, not both")
+        if self.server and urlsplit(self.server).scheme not in ("http", "https"):
+            raise ValueError(f"server {self.server!r} is not an http(s) URL")
+        return self
+
+
+class HttpRegistrySettings(_Strict):
+    """The BCS cluster manager, behind the BCS API gateway."""
+
+    url: str = Field("", description="Gateway base URL (\"\": no HTTP registry).")
+    token: SecretStr = Field(SecretStr(""), description="Gateway bearer token (also used"
+                             " for each cluster through the gateway's Kubernetes proxy).")
+    interval: Seconds | None = Field(
+        None, description="Seconds between reads (default: `sync.cluster_pull_interval`).")
+    ca_file: str = Field("", description="CA bundle for the gateway.")
+    insecure_skip_tls_verify: bool = Field(False, description="Skip TLS verification.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if url and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+
+class RegistriesSettings(_Strict):
+    """Cluster registries beyond the static `clusters:` list."""
+
+    crd: CrdRegistrySettings = Field(default_factory=CrdRegistrySettings)
+    http: HttpRegistrySettings = Field(default_factory=HttpRegistrySettings)
+
+
 class Settings(BaseSettings):
     """The whole configuration file."""
 
@@ -194,6 +249,7 @@ class Settings(BaseSettings):
     cmdb: CmdbSettings = Field(default_factory=CmdbSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     clusters: list[ClusterSettings] = Field(default_factory=list)
+    registries: RegistriesSettings = Field(default_factory=RegistriesSettings)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:

@@ -116,6 +116,11 @@ class RowCounts:
         self._cache[cluster] = (now, counts)
         return counts
 
+    def peek(self, cluster: ClusterId) -> dict[str, int]:
+        """The last counts of `cluster` without counting again (empty if never counted)."""
+        cached = self._cache.get(cluster)
+        return dict(cached[1]) if cached is not None else {}
+
     def forget(self, keep: set[ClusterId]) -> None:
         """Drop cached counts of clusters no longer owned."""
         for cluster in list(self._cache):

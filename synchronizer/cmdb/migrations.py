@@ -115,5 +115,39 @@ V2 = Migration(2, "kinds: namespaces, nodes, workloads; pods name their workload
     AddColumn("dead_letters", Column("kind", limit=64)),
 ))
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2)
+def _registries_mysql() -> tuple[Sql, ...]:
+    return (Sql(mysql=f"""CREATE TABLE IF NOT EXISTS topologies (
+  name VARCHAR(253) NOT NULL PRIMARY KEY,
+  version BIGINT NOT NULL,
+  digest VARCHAR(64) NOT NULL,
+  body MEDIUMTEXT NULL,
+  updated_at DATETIME(6) NOT NULL
+) {MYSQL_TABLE_OPTIONS}""", sqlite="""CREATE TABLE IF NOT EXISTS topologies (
+  name TEXT NOT NULL PRIMARY KEY,
+  version INTEGER NOT NULL,
+  digest TEXT NOT NULL,
+  body TEXT,
+  updated_at TEXT NOT NULL
+){strict}"""), Sql(mysql=f"""CREATE TABLE IF NOT EXISTS registered_clusters (
+  cluster_id VARCHAR({KEY_LIMIT}) NOT NULL PRIMARY KEY,
+  origin VARCHAR(32) NOT NULL,
+  state VARCHAR(16) NOT NULL,
+  updated_at DATETIME(6) NOT NULL
+) {MYSQL_TABLE_OPTIONS}""", sqlite="""CREATE TABLE IF NOT EXISTS registered_clusters (
+  cluster_id TEXT NOT NULL PRIMARY KEY,
+  origin TEXT NOT NULL,
+  state TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+){strict}"""))
+
+
+V4 = Migration(4, "registries: topologies of the admin API, clusters ever registered",
+               _registries_mysql())
+"""Step 4 (step 3 belongs to another change): `topologies` holds each topology document
+the admin API stored (its tokens included, so every member can resolve them; a NULL body
+is a deleted topology, its version kept so concurrent writers still serialise on it);
+`registered_clusters` remembers every cluster a registry declared, so a cluster that
+leaves every registry is found again after a restart (`sync.on_cluster_removed`)."""
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V4)
 LATEST = MIGRATIONS[-1].version

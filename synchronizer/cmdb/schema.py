@@ -13,7 +13,7 @@ runs once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,11 +90,18 @@ SCHEMA_VERSION_SQLITE = """CREATE TABLE IF NOT EXISTS schema_version (
 )"""
 
 
-def pending(current: int) -> tuple[Migration, ...]:
-    """The steps newer than `current`, in order."""
+def pending(applied: Collection[int]) -> tuple[Migration, ...]:
+    """The steps not applied yet, in order.
+
+    By set, not by "newer than the highest": steps are numbered when they are written, on
+    branches merged in any order, so a database may have step 4 before step 3 exists in
+    the code it runs; step 3 must still run once it does (every step is idempotent and
+    independent of the ones numbered after it).
+    """
     from .migrations import MIGRATIONS
 
-    return tuple(step for step in MIGRATIONS if step.version > current)
+    done = set(applied)
+    return tuple(step for step in MIGRATIONS if step.version not in done)
 
 
 # -- MySQL / MariaDB ----------------------------------------------------------------------------
@@ -144,9 +151,9 @@ async def migrate_mysql(cur: Any) -> None:
         raise StoreError(f"schema lock {lock!r} not granted within 60 s")
     try:
         await cur.execute(SCHEMA_VERSION_MYSQL)
-        await cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        (current,) = await cur.fetchone()
-        for step in pending(int(current)):
+        await cur.execute("SELECT version FROM schema_version")
+        applied = {int(v) for (v,) in await cur.fetchall()}
+        for step in pending(applied):
             for op in step.ops:
                 await _mysql_op(cur, op)
             await cur.execute("INSERT IGNORE INTO schema_version (version, why, applied_at)"
@@ -188,8 +195,8 @@ def migrate_sqlite(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(SCHEMA_VERSION_SQLITE)
-        (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-        for step in pending(current):
+        applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_version")}
+        for step in pending(applied):
             for op in step.ops:
                 _sqlite_op(conn, op, strict)
             conn.execute("INSERT INTO schema_version (version, why, applied_at) VALUES (?, ?, ?)",

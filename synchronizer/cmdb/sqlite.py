@@ -518,6 +518,12 @@ class SQLiteStore:
                     for k, u, e, p, a in cur]
         return await self._reader.call(job)
 
+    async def call(self, job: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run `job(connection)` on the writer's (`write`) or the reader's connection, for
+        the small tables of other modules (topologies, registered clusters); sqlite3
+        errors become `StoreError`s. A writing job opens its own transaction."""
+        return await (self._writer if write else self._reader).call(job)
+
     async def ping(self) -> None:
         """Raise a `StoreError` unless the file can be opened and queried."""
         await self._reader.call(lambda conn: conn.execute("SELECT 1").fetchall())

@@ -66,6 +66,21 @@ class Assigned:
     spec: ClusterSpec | None = None
 
 
+def moved_registry(old: Mapping[ClusterId, Assigned], new: Mapping[ClusterId, Assigned]
+                   ) -> bool:
+    """True when a cluster kept its fence and connection but now comes from another
+    registry (or another resource of one): equal as `Assigned` (`ClusterSpec` equality
+    ignores where a spec came from), yet the controller must be told, so that /status
+    and the registries see the new origin - without a restart."""
+    for cluster, assigned in new.items():
+        before = old.get(cluster)
+        if assigned.spec is not None and before is not None and before.spec is not None \
+                and (assigned.spec.origin, assigned.spec.source) != (
+                    before.spec.origin, before.spec.source):
+            return True
+    return False
+
+
 class Coordinator(Protocol):
     """Decides which clusters this instance runs, and says so as a level-triggered stream."""
 

@@ -33,7 +33,7 @@ from kazoo.exceptions import ConnectionClosedError
 from reconciler import ClusterId, Metrics
 from synchronizer.registries import Registry, RegistryPull
 
-from .api import Assigned, CoordinationStatus, Member
+from .api import Assigned, CoordinationStatus, Member, moved_registry
 from .assignment import Assignment, Decision, Publisher
 from .election import Election, Leadership, LeadershipLost
 from .hashring import DEFAULT_LOAD_FACTOR, DEFAULT_VNODES, assign
@@ -88,6 +88,7 @@ class ZooKeeperCoordinator:
         self._leading: Leadership | None = None
         self._published: Assignment | None = None
         self._moved_last = 0
+        self._master_flag: Latest[bool] = Latest(False)
         self._ready = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -130,6 +131,7 @@ class ZooKeeperCoordinator:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._leading = None
+        self._master_flag.set(False)
         self._gauge("is_master", 0)
         # Connected: resign and deregister explicitly (a successor is elected and the
         # members' watches fire at once). Not connected: nothing can be deleted now, and
@@ -148,6 +150,16 @@ class ZooKeeperCoordinator:
     def owned(self) -> AsyncIterator[Mapping[ClusterId, Assigned]]:
         """The full owned set now and after every change (newest value only)."""
         return self._owned.stream()
+
+    def leadership(self) -> AsyncIterator[bool]:
+        """True while this instance is master, now and after every change (the master's
+        duties - the SyncCluster operator, status, removals - follow it)."""
+        return self._master_flag.stream()
+
+    @property
+    def assignment(self) -> Assignment:
+        """The latest assignment read from ZooKeeper (owners and specs of every cluster)."""
+        return self._doc.value
 
     def status(self) -> CoordinationStatus:
         """A snapshot for /status."""
@@ -239,6 +251,7 @@ class ZooKeeperCoordinator:
                 log.warning("no longer master: %s", group.exceptions[0])
             finally:
                 self._leading = None
+                self._master_flag.set(False)
                 self._gauge("is_master", 0)
                 self._election.resign(lead.node)
 
@@ -248,6 +261,7 @@ class ZooKeeperCoordinator:
         log.info("elected master (session generation %d)", lead.generation)
         self._leading = lead
         self._published = None
+        self._master_flag.set(True)
         self._gauge("is_master", 1)
         kick = asyncio.Event()
         pulled = asyncio.Event()
@@ -273,7 +287,7 @@ class ZooKeeperCoordinator:
             await self.pull.pull()
             pulled.set()
             kick.set()
-            await asyncio.sleep(self._pull_interval)  # the period itself, not a wait for news
+            await self.pull.sleep(self._pull_interval)  # the period, or less on a kick
 
     async def _rebalance_loop(
         self, lead: Leadership, kick: asyncio.Event, pulled: asyncio.Event
@@ -309,7 +323,8 @@ class ZooKeeperCoordinator:
         if not self.pull.complete:
             # a registry never answered: drop nothing, keep what the assignment says
             for cluster in current.owners:
-                if cluster not in specs and cluster in current.specs:
+                held = cluster in self.pull.declared  # declared, but must not run now
+                if cluster not in specs and cluster in current.specs and not held:
                     specs[cluster] = dict(current.specs[cluster])
             clusters = set(specs) | set(current.owners)
         else:
@@ -332,7 +347,8 @@ class ZooKeeperCoordinator:
         if joined and registered is not None:
             share = self._doc.value.share(self.instance_id, registered[1])
         self._ready = joined and self._doc_seen
-        if self._owned.set(MappingProxyType(share)):
+        moved = moved_registry(self._owned.value, share)  # equal, but must reach the controller
+        if self._owned.set(MappingProxyType(share), force=moved):
             log.info("owning %d clusters", len(share))
             self._gauge("assigned_clusters", len(share))
 

@@ -36,9 +36,10 @@ class Latest(Generic[T]):
         """How many changes there have been."""
         return self._version
 
-    def set(self, value: T) -> bool:
-        """Replace the value; wake the readers. Returns False (and wakes nobody) if equal."""
-        if value == self._value:
+    def set(self, value: T, *, force: bool = False) -> bool:
+        """Replace the value; wake the readers. Returns False (and wakes nobody) if equal,
+        unless `force` (a change that equality does not see, such as a spec's origin)."""
+        if value == self._value and not force:
             return False
         self._value = value
         self._version += 1

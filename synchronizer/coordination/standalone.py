@@ -18,7 +18,7 @@ from types import MappingProxyType
 from reconciler import ClusterId, Fence, Metrics
 from synchronizer.registries import ClusterSpec, Registry, RegistryPull
 
-from .api import Assigned, CoordinationStatus
+from .api import Assigned, CoordinationStatus, moved_registry
 from .latest import Latest
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class StandaloneCoordinator:
         self._metrics = metrics
         self._owned: Latest[Mapping[ClusterId, Assigned]] = Latest(MappingProxyType({}))
         self._task: asyncio.Task[None] | None = None
+        self._master_flag: Latest[bool] = Latest(False)
         self._ready = False
         self._stopped = False
 
@@ -53,6 +54,7 @@ class StandaloneCoordinator:
         if self._metrics is not None:
             self._metrics.set("is_master", {}, 1)
         await self._refresh()
+        self._master_flag.set(True)
         self._task = asyncio.create_task(self._pull_loop(), name="standalone-pull")
 
     async def stop(self) -> None:
@@ -63,12 +65,22 @@ class StandaloneCoordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._publish({})
+        self._master_flag.set(False)
         if self._metrics is not None:
             self._metrics.set("is_master", {}, 0)
 
     def owned(self) -> AsyncIterator[Mapping[ClusterId, Assigned]]:
         """The full owned set now and after every change."""
         return self._owned.stream()
+
+    @property
+    def current(self) -> Mapping[ClusterId, Assigned]:
+        """What this instance owns now (every cluster), with fence and spec."""
+        return self._owned.value
+
+    def leadership(self) -> AsyncIterator[bool]:
+        """True from `start` to `stop`: a standalone instance is its own master."""
+        return self._master_flag.stream()
 
     def status(self) -> CoordinationStatus:
         """Standalone: master of itself, owner of everything."""
@@ -85,7 +97,7 @@ class StandaloneCoordinator:
 
     async def _pull_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._pull_interval)  # the period itself, not a wait for news
+            await self.pull.sleep(self._pull_interval)  # the period, or less on a kick
             await self._refresh()
 
     async def _refresh(self) -> None:
@@ -97,7 +109,8 @@ class StandaloneCoordinator:
     def _publish(self, clusters: Mapping[str, ClusterSpec]) -> None:
         fence = Fence(owner=self.instance_id, epoch=0)
         fences = {ClusterId(c): Assigned(fence, clusters[c]) for c in sorted(clusters)}
-        if self._owned.set(MappingProxyType(fences)):
+        moved = moved_registry(self._owned.value, fences)  # equal, but must reach the controller
+        if self._owned.set(MappingProxyType(fences), force=moved):
             log.info("standalone: owning %d clusters", len(fences))
             if self._metrics is not None:
                 self._metrics.set("assigned_clusters", {}, len(fences))

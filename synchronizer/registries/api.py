@@ -13,10 +13,19 @@ when it cannot tell. `RegistryPull` asks each registry in turn and merges the an
   `spec.PRECEDENCE` wins (static config, SyncCluster, BCS, topology), deterministically,
   so nothing flaps; the conflict is reported for that id (`conflicts`, shown in /status).
 - **Health.** Per registry: when it last answered, how many clusters, its last error.
+- **Held clusters.** A spec with `hold` set is declared but must not run (a paused
+  SyncCluster, a BCS cluster briefly not RUNNING): `merged()` leaves it out, so it is not
+  assigned, while `declared` keeps it, so it is never mistaken for a removed cluster.
+- **Kicks.** A registry that learns of a change (a SyncCluster event, a topology written)
+  calls `kick()`; the coordinators' pull loops wait with `sleep(interval)`, which returns
+  early on a kick, so a change is assigned in about a second rather than a pull interval.
+  Every finished pull wakes `wait_pulled` (the master's duties follow the pulls).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +38,11 @@ log = logging.getLogger(__name__)
 
 
 class Registry(Protocol):
-    """A source of cluster specs (static config, a custom resource, an HTTP registry)."""
+    """A source of cluster specs (static config, a custom resource, an HTTP registry).
+
+    A registry may also have `conflicts` (id → message): duplicates within itself, which
+    it resolved deterministically and wants shown next to the cross-registry ones.
+    """
 
     origin: Origin
 
@@ -46,10 +59,11 @@ class RegistryHealth:
     clusters: int = 0
     last_good: datetime | None = None
     last_error: str | None = None
+    held: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        return {"origin": self.origin, "clusters": self.clusters,
+        return {"origin": self.origin, "clusters": self.clusters, "held": self.held,
                 "last_good": self.last_good.isoformat() if self.last_good else None,
                 "last_error": self.last_error}
 
@@ -63,6 +77,41 @@ class RegistryPull:
         self._last: list[Mapping[str, ClusterSpec] | None] = [None] * len(self._registries)
         self.health = [RegistryHealth(origin=str(r.origin)) for r in self._registries]
         self.conflicts: dict[str, str] = {}
+        self.declared: dict[str, ClusterSpec] = {}
+        """Every declared cluster of the latest merge, held ones included."""
+        self.generation = 0
+        """Pulls finished so far."""
+        self.started = 0
+        """Pulls started so far (pulls run one at a time: pull n+1 starts after n ends)."""
+        self._kicked = asyncio.Event()
+        self._pulled = asyncio.Event()
+
+    @property
+    def registries(self) -> tuple[Registry, ...]:
+        """The registries, in precedence order."""
+        return self._registries
+
+    @property
+    def held(self) -> dict[str, str]:
+        """Declared clusters that must not run now: id → why."""
+        return {c: s.hold for c, s in self.declared.items() if s.hold is not None}
+
+    def kick(self) -> None:
+        """Ask for a pull now (a registry saw a change); safe to call repeatedly."""
+        self._kicked.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less if someone kicks."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._kicked.wait()
+        self._kicked.clear()
+
+    async def wait_pulled(self, after: int) -> int:
+        """Wait until more than `after` pulls have finished; return the generation."""
+        while self.generation <= after:
+            await self._pulled.wait()
+        return self.generation
 
     @property
     def complete(self) -> bool:
@@ -71,6 +120,7 @@ class RegistryPull:
 
     async def pull(self) -> dict[str, ClusterSpec]:
         """Ask every registry; return the merge of the latest good answers."""
+        self.started += 1
         for i, registry in enumerate(self._registries):
             health = self.health[i]
             try:
@@ -84,12 +134,22 @@ class RegistryPull:
                 continue
             self._last[i] = answer
             health.clusters = len(answer)
+            health.held = sum(1 for spec in answer.values() if spec.hold is not None)
             health.last_good = datetime.now(UTC)
             health.last_error = None
-        return self.merged()
+        merged = self.merged()
+        self.generation += 1
+        self._pulled.set()
+        self._pulled = asyncio.Event()
+        return merged
 
     def merged(self) -> dict[str, ClusterSpec]:
-        """The merge of the latest good answers, without asking again."""
+        """The clusters to run: the merge of the latest good answers without the held
+        ones, without asking again (`declared` keeps all of them)."""
+        self.declared = self._merge()
+        return {c: s for c, s in self.declared.items() if s.hold is None}
+
+    def _merge(self) -> dict[str, ClusterSpec]:
         out: dict[str, ClusterSpec] = {}
         conflicts: dict[str, str] = {}
         for registry, answer in zip(self._registries, self._last, strict=True):
@@ -101,6 +161,9 @@ class RegistryPull:
                     conflicts[cluster_id] = (
                         f"cluster {cluster_id} is declared by both {kept.origin} and"
                         f" {registry.origin}; using {kept.origin}")
+        for registry in self._registries:  # a registry's own duplicates (two SyncClusters)
+            for cluster_id, message in getattr(registry, "conflicts", {}).items():
+                conflicts.setdefault(cluster_id, message)
         for cluster_id, message in conflicts.items():
             if self.conflicts.get(cluster_id) != message:
                 log.error("%s", message)

@@ -52,13 +52,26 @@ class SecretRef:
         return f"{self.source}:{self.name}"
 
 
+IDENTITY_ONLY = ("origin", "source")
+"""Fields that say where a spec came from, not how to reach or sync its cluster: two specs
+differing only in them are equal (`==`, `fingerprint`), so a cluster that moves from one
+registry to another with the same connection keeps its running reconcilers (the controller
+restarts a cluster only when its assigned spec is unequal)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterSpec:
-    """One cluster to sync: identity, connection (secrets by reference), kinds, origin."""
+    """One cluster to sync: identity, connection (secrets by reference), kinds, origin.
+
+    Equality ignores `IDENTITY_ONLY` (see there). `hold` marks a cluster its registry
+    declares but that must not run now (a paused SyncCluster, a BCS cluster that is not
+    RUNNING, a SyncCluster whose spec is unusable): it is never assigned, and since it is
+    still declared, its rows are never treated as those of a removed cluster.
+    """
 
     id: str
     biz_id: int = 0
-    origin: Origin = Origin.STATIC
+    origin: Origin = field(default=Origin.STATIC, compare=False)
     server: str | None = None
     token: SecretRef | None = None
     ca_file: str | None = None
@@ -70,9 +83,11 @@ class ClusterSpec:
     in_cluster: bool = False
     kinds: tuple[str, ...] | None = None
     """The kinds to sync; None: `sync.kinds`."""
-    source: str = ""
+    source: str = field(default="", compare=False)
     """Where in its registry it came from (`namespace/name` of a SyncCluster, a topology)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    hold: str | None = None
+    """Why this declared cluster must not run now; None: run it."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (no secrets: references only)."""
@@ -100,8 +115,12 @@ class ClusterSpec:
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever anything that needs a reconnect or other kinds changes."""
-        canonical = orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)
+        """Changes whenever anything that needs a reconnect or other kinds changes (never
+        with `IDENTITY_ONLY` alone)."""
+        doc = self.to_json()
+        for key in IDENTITY_ONLY:
+            doc.pop(key, None)
+        canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(canonical, digest_size=8).hexdigest()
 
     @property

@@ -1,4 +1,5 @@
-"""`check-config`: validate a config file and, with `--connect`, reach what it names.
+"""`check-config`: validate a config file and, with `--connect`, reach what it names
+(the CMDB, every static cluster, and each configured registry).
 
 Why a command of its own: `run` treats an unreachable CMDB or cluster as transient (it
 retries forever, by design), so a typo in a host name shows up only as warnings in a log.
@@ -144,9 +145,13 @@ async def check_config(path: str | Path, *, connect: bool) -> int:
     if not connect:
         print(f"{PROG}: {path}: valid: {summary(settings)}")
         return 0
-    cmdb_problem, cluster_problems = await asyncio.gather(
-        check_cmdb(settings.cmdb.dsn.get_secret_value()), probe_clusters(settings))
-    problems = ([f"cmdb.dsn: {cmdb_problem}"] if cmdb_problem else []) + cluster_problems
+    from synchronizer.registries.check import reach_registries
+
+    cmdb_problem, cluster_problems, registry_problems = await asyncio.gather(
+        check_cmdb(settings.cmdb.dsn.get_secret_value()), probe_clusters(settings),
+        reach_registries(settings))
+    problems = ([f"cmdb.dsn: {cmdb_problem}"] if cmdb_problem else []) + cluster_problems \
+        + registry_problems
     for problem in problems:
         _fail(problem)
     if problems:

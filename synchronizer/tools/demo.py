@@ -52,6 +52,7 @@ from synchronizer.settings import (
 )
 
 from .check import PROG
+from .demo_crd import HOME, crd_settings, prepare_home, register_and_follow
 from .demo_view import TABLES, FirstSyncBar, KindLine, RowReader, Snapshot, live_view, plain_line
 from .verify import Report, VerifyError, render, run_verify
 
@@ -136,6 +137,8 @@ class Demo:
         # below them would look like an etcd restore (every row "newer" than the truth).
         start_rv = _stored_version(Path(args.db)) + 1 if args.db else 1
         self.cluster = self.sim.add_cluster(CLUSTER, start_rv=start_rv)
+        self.home = prepare_home(self.sim) if getattr(args, "crd", False) else None
+        self._follow: asyncio.Task[None] | None = None
         self._instance_cls = Instance
         self.instance: Instance | None = None
         self.task: asyncio.Task[None] | None = None
@@ -162,7 +165,8 @@ class Demo:
                        workloads=max(4, pods // 25) if pods else 0)
         await self.sim.start("127.0.0.1", 0)
         self.settings = demo_settings(self.sim.url_for(CLUSTER), db, self.args)
-        self.instance = self._instance_cls(self.settings)
+        self.instance = self._instance_cls(self.settings if self.home is None else
+                                           crd_settings(self.settings, self.sim.url_for(HOME)))
         task = self.task = asyncio.create_task(self.instance.run(self.stop), name="instance")
         loop = asyncio.get_running_loop()
         self.started = loop.time()
@@ -173,6 +177,9 @@ class Demo:
                     raise RuntimeError("the instance stopped during start-up")
                 await asyncio.sleep(0.05)
         self.reader = RowReader(str(db))
+        if self.home is not None:
+            self._follow = asyncio.create_task(
+                register_and_follow(self.sim, self.home, CLUSTER, BIZ_ID), name="synccluster")
         rate = self.args.rate
         if rate > 0:
             churn = self.sim.controllers(CLUSTER, seed=2)
@@ -311,6 +318,9 @@ class Demo:
 
     async def shutdown(self) -> None:
         """Stop the instance, close the reader, stop the simulator."""
+        if self._follow is not None:
+            self._follow.cancel()
+            await asyncio.gather(self._follow, return_exceptions=True)
         await self.stop_instance()
         if self.reader is not None:
             self.reader.close()

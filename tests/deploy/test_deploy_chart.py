@@ -51,7 +51,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                    "sync": {"senders": 16, "batch_size": 1000, "full_sync_interval": 900}},
         "inCluster": {"enabled": False},
         "cmdb": {"existingSecret": "cmdb-credentials"},
-        "registries": {"syncCluster": {"enabled": True, "secretNamespaces": ["a", "b"]}},
+        "registries": {"crd": {"enabled": True, "secretNamespaces": ["a", "b"]},
+                       "http": {"url": "https://bcs-api.example", "existingSecret": "bcs",
+                                "interval": 300}},
+        "adminApi": {"existingSecret": "admin-token"},
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "dashboard": {"enabled": True, "namespace": "monitoring"},
@@ -188,6 +191,22 @@ def test_env_carries_identity_and_dsn(rendered: tuple[str, list[dict[str, Any]]]
     assert all("value" not in e or "://" not in e["value"] for e in env.values())
 
 
+def test_registry_and_admin_tokens_come_from_secrets() -> None:
+    objects = render(VALUE_SETS["everything"])
+    env = {e["name"]: e for e in _container(objects)["env"]}
+    assert env["BKCMDB_REGISTRIES__HTTP__TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "bcs", "key": "token"}}
+    assert env["BKCMDB_INSTANCE__ADMIN_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "admin-token", "key": "token"}}
+    assert _config(objects)["registries"] == {
+        "crd": {"enabled": True, "namespace": ""},
+        "http": {"url": "https://bcs-api.example", "interval": 300}}
+    default = {e["name"] for e in _container(render({}))["env"]}
+    assert not default & {"BKCMDB_REGISTRIES__HTTP__TOKEN", "BKCMDB_INSTANCE__ADMIN_TOKEN"}
+    with pytest.raises(helm.HelmRenderError, match=r"registries\.http\.existingSecret"):
+        render({"registries": {"http": {"url": "https://bcs-api.example"}}})
+
+
 def test_no_secret_in_any_configmap(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = rendered
     for configmap in by_kind(objects, "ConfigMap"):
@@ -322,20 +341,36 @@ def test_rbac_is_least_privilege() -> None:
     assert not [o for o in remote_only if o["kind"].endswith(("Role", "RoleBinding"))]
     assert _pod_spec(remote_only)["automountServiceAccountToken"] is False
 
-    registry = render({"inCluster": {"enabled": False},
-                       "registries": {"syncCluster": {"enabled": True}}})
-    (role,) = by_kind(registry, "ClusterRole")
-    assert role["rules"] == [
+    crds = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"]}
+    sync_clusters = [
         {"apiGroups": ["bkcmdb.bkbcs.tencent.com"], "resources": ["syncclusters"],
-         "verbs": ["get", "list", "watch"]},
+         "verbs": ["list", "watch", "patch"]},
         {"apiGroups": ["bkcmdb.bkbcs.tencent.com"], "resources": ["syncclusters/status"],
-         "verbs": ["get", "patch"]},
-    ]
+         "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    registry = render({"inCluster": {"enabled": False},
+                       "registries": {"crd": {"enabled": True}}})
+    (role,) = by_kind(registry, "ClusterRole")
+    assert role["rules"] == [crds, *sync_clusters]  # every namespace: cluster-wide
     (secrets,) = by_kind(registry, "Role")
     assert secrets["metadata"]["namespace"] == "sync"
     assert secrets["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     assert one(registry, "RoleBinding")["roleRef"]["name"] == secrets["metadata"]["name"]
     assert _pod_spec(registry)["automountServiceAccountToken"] is True
+
+    namespaced = render({"inCluster": {"enabled": False},
+                         "registries": {"crd": {"enabled": True, "namespace": "clusters"}}})
+    (role,) = by_kind(namespaced, "ClusterRole")
+    assert role["rules"] == [crds, {"apiGroups": [""], "resources": ["namespaces"],
+                                    "verbs": ["list", "watch"]}]
+    roles = {r["metadata"]["name"]: r for r in by_kind(namespaced, "Role")}
+    assert {r["metadata"]["namespace"] for r in roles.values()} == {"clusters"}
+    assert roles["bkcmdb-synchronizer-syncclusters"]["rules"] == sync_clusters
+    assert roles["bkcmdb-synchronizer-cluster-secrets"]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    config = yaml.safe_load(one(namespaced, "ConfigMap")["data"]["config.yaml"])
+    assert config["registries"] == {"crd": {"enabled": True, "namespace": "clusters"}}
 
     assert not [o for o in render({"rbac": {"create": False}}) if "Role" in o["kind"]]
 

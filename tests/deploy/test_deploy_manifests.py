@@ -32,14 +32,15 @@ def test_kustomization_lists_every_file() -> None:
     assert kustomization["kind"] == "Kustomization"
     resources = kustomization["resources"]
     assert resources == [
-        "namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "configmap.yaml",
+        "crd.yaml", "namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "configmap.yaml",
         "deployment.yaml", "service.yaml", "pdb.yaml",
     ]
     files = {p.name for p in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(resources) == files
     namespace = kustomization["namespace"]
     for obj in _objects():
-        if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding",
+                           "CustomResourceDefinition"):
             continue
         assert obj["metadata"]["namespace"] == namespace, obj["metadata"]["name"]
     assert one(_objects(), "Namespace")["metadata"]["name"] == namespace

@@ -28,10 +28,14 @@ def test_every_key_and_env_var_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         model = next(a for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
                      if hasattr(a, "model_fields"))
-        for key in model.model_fields:
+        for key, sub in model.model_fields.items():
             if name == "clusters":
                 assert f"`clusters[].{key}`" in text
-            else:
-                assert f"`{name}.{key}`" in text
-                assert f"`BKCMDB_{name.upper()}__{key.upper()}`" in text
+                continue
+            nested = getattr(sub.annotation, "model_fields", None)
+            for inner in nested or (None,):  # a nested section: each of its keys
+                path = f"{name}.{key}" + (f".{inner}" if inner else "")
+                env = "__".join(path.split(".")).upper()
+                assert f"`{path}`" in text
+                assert f"`BKCMDB_{env}`" in text
     assert "`BKCMDB_CLUSTERS`" in text

@@ -66,7 +66,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* True (non-empty) when the pod talks to its own API server. */}}
 {{- define "bkcmdb-synchronizer.needsToken" -}}
-{{- if or .Values.inCluster.enabled .Values.registries.syncCluster.enabled }}true{{ end }}
+{{- if or .Values.inCluster.enabled .Values.registries.crd.enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -113,5 +113,22 @@ instance.id and cmdb.dsn come from the environment (BKCMDB_INSTANCE__ID, BKCMDB_
 {{- end }}
 {{- $_ := set $cfg "sync" $v.config.sync }}
 {{- $_ := set $cfg "clusters" $clusters }}
+{{- $registries := dict }}
+{{- if $v.registries.crd.enabled }}
+{{- $_ := set $registries "crd" (dict "enabled" true "namespace" $v.registries.crd.namespace) }}
+{{- end }}
+{{- if $v.registries.http.url }}
+{{- if not $v.registries.http.existingSecret }}
+{{- fail "registries.http.url needs registries.http.existingSecret (the gateway token)" }}
+{{- end }}
+{{- $http := dict "url" $v.registries.http.url }}
+{{- if not (kindIs "invalid" $v.registries.http.interval) }}
+{{- $_ := set $http "interval" $v.registries.http.interval }}
+{{- end }}
+{{- $_ := set $registries "http" $http }}
+{{- end }}
+{{- if $registries }}
+{{- $_ := set $cfg "registries" $registries }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
