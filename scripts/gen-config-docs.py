@@ -106,8 +106,9 @@ one key at a time, only the whole list with `{ENV_PREFIX}CLUSTERS`.
 secrets: they are held as `SecretStr`, so they print as `**********`, and they never
 appear in logs, in metrics, in `/status` or in error messages (a DSN is shown with `***`
 for its password). Keep them out of ConfigMaps: give them through the environment from a
-Kubernetes Secret (`{ENV_PREFIX}CMDB{ENV_DELIMITER}DSN`, `{ENV_PREFIX}BKCMDB{ENV_DELIMITER}APP_SECRET`), or
-point `kubeconfig`/`ca_file`/`bkcmdb.app_secret_file` at files mounted from one.
+Kubernetes Secret (`{ENV_PREFIX}CMDB{ENV_DELIMITER}DSN`,
+`{ENV_PREFIX}BKCMDB{ENV_DELIMITER}APP_SECRET`), or point `kubeconfig`, `ca_file` or
+`bkcmdb.app_secret_file` at files mounted from one.
 
 ## Reference
 """

@@ -54,14 +54,15 @@ def describe(config: BkCmdbConfig) -> str:
     return f"{config.url} (api {config.api}, auth {config.auth})"
 
 
-async def probe(config: BkCmdbConfig, biz_id: int, *, timeout: float = 10.0) -> str | None:
+async def probe(config: BkCmdbConfig, biz_id: int, *,
+                request_timeout: float = 10.0) -> str | None:
     """One authenticated read against bk-cmdb; a one-line problem, or None when it works.
 
     api kube lists a cluster uid nobody uses in `biz_id`; api container lists the pods of
     such a cluster. Either needs valid credentials and a live bk-cmdb, and writes nothing.
     """
     try:
-        settings = client_settings(config, max_attempts=PROBE_ATTEMPTS, timeout=timeout,
+        settings = client_settings(config, max_attempts=PROBE_ATTEMPTS, timeout=request_timeout,
                                    backoff_max=1.0)
     except ConfigError as exc:
         return str(exc)

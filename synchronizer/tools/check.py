@@ -134,7 +134,7 @@ async def check_bkcmdb(settings: Settings) -> str | None:
     biz_id = settings.clusters[0].biz_id if settings.clusters else 0
     try:
         async with asyncio.timeout(PROBE_TIMEOUT * 3):
-            return await probe(settings.bkcmdb, biz_id, timeout=PROBE_TIMEOUT)
+            return await probe(settings.bkcmdb, biz_id, request_timeout=PROBE_TIMEOUT)
     except TimeoutError:
         return f"no answer from {settings.bkcmdb.url} within {PROBE_TIMEOUT * 3:g} s"
 
