@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from synchronizer.kinds import NAMESPACES, NODES, PODS, TRUNCATED, WORKLOADS, Column
 
+from .bkcmdb_schema import V3_OPS
 from .rows import CHECKSUM_LIMIT, KEY_LIMIT, OWNER_LIMIT
 from .schema import AddColumn, AddIndex, CreateKindTable, DropIndex, Migration, Sql
 from .tables import MYSQL_TABLE_OPTIONS, index_name
@@ -115,5 +116,7 @@ V2 = Migration(2, "kinds: namespaces, nodes, workloads; pods name their workload
     AddColumn("dead_letters", Column("kind", limit=64)),
 ))
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2)
+V3 = Migration(3, "bk-cmdb pusher: ledger, durable tasks, rows by resource_version", V3_OPS)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3)
 LATEST = MIGRATIONS[-1].version

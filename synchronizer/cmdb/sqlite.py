@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import (
     ApplyResult,
@@ -62,6 +62,9 @@ from .rows import (
     row,
 )
 from .schema import migrate_sqlite
+
+if TYPE_CHECKING:
+    from .bkcmdb_tables import BkCmdbTables
 
 T = TypeVar("T")
 BUSY_TIMEOUT = 30.0
@@ -431,6 +434,12 @@ class SQLiteStore:
             return [{"kind": k, "uid": u, "error": e, "payload": p, "at": from_db_time(a)}
                     for k, u, e, p, a in cur]
         return await self._reader.call(job)
+
+    def bkcmdb_tables(self, *, clock: Callable[[], float]) -> BkCmdbTables:
+        """The bk-cmdb pusher's desired state, ledger and tasks here (`bkcmdb_sqlite`)."""
+        from .bkcmdb_sqlite import sqlite_tables
+
+        return sqlite_tables(self._reader, self._writer, clock=clock)
 
     async def ping(self) -> None:
         """Raise a `StoreError` unless the file can be opened and queried."""
