@@ -19,11 +19,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from reconciler import ClusterId
 from reconciler._backoff import Backoff
 
+from . import bkcmdb_service
 from .clusters import ClusterFactory, table_kinds
 from .cmdb import CmdbStore, open_store
 from .cmdb.api import Groups, TombstoneRetention
@@ -76,6 +78,7 @@ class Instance:
         self.controller = Controller(factory=self.factory, metrics=self.metrics,
                                      backoff_max=settings.sync.backoff_max)
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
+        self.bkcmdb = bkcmdb_service.for_instance(self)  # None without a `bkcmdb:` section
         inst = settings.instance
         self.http = HttpServer(
             address=inst.address, port=inst.port, metric_port=inst.metric_port,
@@ -118,6 +121,9 @@ class Instance:
                                      name="work"),
                  asyncio.create_task(self._supervised("row counts", self._refresh_counts),
                                      name="counts")]
+        if self.bkcmdb is not None:
+            tasks.append(asyncio.create_task(self._supervised("bk-cmdb", partial(
+                self.bkcmdb.run, self._store_ready, self._require_store)), name="bkcmdb"))
         if self.settings.sync.tombstone_retention is not None:
             tasks.append(asyncio.create_task(
                 self._supervised("tombstone retention", self._retention), name="retention"))
@@ -126,6 +132,8 @@ class Instance:
         finally:
             log.info("stopping: clusters, then coordination, then the store")
             await self.controller.stop_all()
+            if self.bkcmdb is not None:
+                await self.bkcmdb.stop()  # pushes handed back before the store closes
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -282,6 +290,7 @@ class Instance:
                 "epoch": running.assigned.fence.epoch,
                 "restarts": running.restarts,
                 "last_error": "; ".join(errors) or lease_error or running.error,
+                **({"bkcmdb": self.bkcmdb.cluster_status(cluster)} if self.bkcmdb else {}),
             })
         ready, reason = self.readiness()
         doc: dict[str, Any] = {
@@ -297,6 +306,8 @@ class Instance:
             "registries": [h.as_dict() for h in self.pull.health],
             "conflicts": dict(self.pull.conflicts),
         }
+        if self.bkcmdb is not None:
+            doc["bkcmdb"] = self.bkcmdb.status()
         if self.part_errors:
             doc["errors"] = dict(self.part_errors)
         if coord.master and coord.assignments is not None:

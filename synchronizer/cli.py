@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--config", required=True, help="YAML config file")
     verify.add_argument("--cluster", action="append", help="only this cluster (repeatable)")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.add_argument("--bkcmdb", action="store_true",
+                        help="compare the clusters with the BlueKing CMDB instead")
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", required=True, help="YAML config file")
@@ -96,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools.verify import verify_command
 
             settings = load_settings(args.config)
+            if args.bkcmdb:
+                from .tools.verify_bkcmdb import verify_bkcmdb_command
+
+                return asyncio.run(verify_bkcmdb_command(settings, args.cluster, args.json))
             return asyncio.run(verify_command(settings, clusters=args.cluster,
                                               as_json=args.json))
         if args.command == "demo":
