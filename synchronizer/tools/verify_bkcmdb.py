@@ -28,6 +28,7 @@ the clusters are quiet, or read small counts as lag. Read-only; exit codes as `v
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -243,7 +244,7 @@ async def verify_bkcmdb_one(spec: ClusterSpec, settings: Settings, client: BkCmd
         else:
             await _verify_container(spec, live, client, result)
     except BkCmdbError as exc:
-        raise VerifyError(f"bk-cmdb: {first_line(exc)}") from None
+        raise VerifyError(first_line(exc)) from None  # "bk-cmdb <endpoint>: ..."
     return result
 
 
@@ -296,6 +297,8 @@ def as_json(report: Report) -> dict[str, Any]:
 async def verify_bkcmdb_command(settings: Settings, clusters: list[str] | None = None,
                                 as_json_output: bool = False) -> int:
     """`verify --bkcmdb`: run, print (a table, or one JSON object), return the exit code."""
+    # one line per problem: the client's retry warnings would repeat the final error
+    logging.getLogger("synchronizer.bkcmdb").setLevel(logging.ERROR)
     try:
         report = await run_bkcmdb_verify(settings, clusters)
     except VerifyError as exc:
