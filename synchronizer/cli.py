@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric-port", type=int, default=9999, help="port of /metrics")
     demo.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
     demo.add_argument("--plain", action="store_true", help="no live view, plain log lines")
+    demo.add_argument("--bkcmdb", action="store_true",
+                      help="also push to a simulated BlueKing CMDB, and verify it at the end")
 
     verify = sub.add_parser("verify", help="compare the clusters with the CMDB (read-only)")
     verify.add_argument("--config", required=True, help="YAML config file")
