@@ -38,6 +38,7 @@ from typing import Any
 from synchronizer.bkcmdb import BkCmdbClient
 from synchronizer.bkcmdb.pusher import (
     ClusterPushStatus,
+    ClusterTarget,
     Pusher,
     PushReport,
     PushStatusBoard,
@@ -56,8 +57,8 @@ log = logging.getLogger("synchronizer.bkcmdb")
 REMOVAL_CHECK = 15.0
 """Seconds between looks for removed clusters (a task-table read, only on the master), and
 at once when the fleet changes."""
-FULL_SYNC_CHECK = 1.0
-"""Seconds between looks at the clusters' full-sync counts (in memory, nearly free)."""
+FLEET_CHECK = 1.0
+"""Seconds between looks at the fleet (in memory, nearly free): a change is acted on."""
 GRACE = 5.0
 """Seconds running pushes may take to finish on stop (the pod's grace period is 60 s)."""
 POLL = 2.0
@@ -142,7 +143,9 @@ class BkCmdbService:
         self.settings = RunnerSettings(interval=config.interval, period=config.period,
                                        hold=config.hold, concurrency=config.concurrency,
                                        backoff_max=max(backoff_max, 1.0), grace=GRACE,
-                                       retry_pending=max(config.period, 10.0),
+                                       # objects that wait (no host, no container id yet)
+                                       # must not slow the pushes of everything else
+                                       retry_pending=config.period,
                                        poll=min(POLL, config.period))
         self.observer = _Observer(PushStatusBoard(), metrics)
         self.client_settings = client_settings(config)  # a bad secret file fails here, once
@@ -152,6 +155,7 @@ class BkCmdbService:
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
         self._started = False
+        self._seen_full_syncs: dict[str, int] = {}
 
     @property
     def board(self) -> PushStatusBoard:
@@ -178,7 +182,7 @@ class BkCmdbService:
                                        tasks=tables.tasks, ledger=tables.ledger)
             self.observer.forget = self.targets.forget
             self.runner = TaskRunner(pusher=self.pusher, queue=tables.tasks,
-                                     targets=self.targets, owner=self._instance_id,
+                                     targets=self._targets, owner=self._instance_id,
                                      clock=self._clock, sleep=asyncio.sleep,
                                      settings=self.settings, observer=self.observer)
             log.info("pushing to bk-cmdb %s, %d cluster(s) at once", describe(self.config),
@@ -186,24 +190,29 @@ class BkCmdbService:
             if self._stopping.is_set():
                 return
             async with asyncio.TaskGroup() as group:
-                watcher = group.create_task(self._watch(self.targets, self.runner))
+                watcher = group.create_task(self._watch(self.targets))
                 await self.runner.run()
                 watcher.cancel()
 
-    async def _watch(self, targets: PushTargets, runner: TaskRunner) -> None:
-        """Tell the runner about full syncs (its next push of that cluster reads every row,
-        see `pusher.index`) and look for removed clusters — when the fleet changes, and
-        every `REMOVAL_CHECK` seconds."""
+    def _targets(self) -> dict[str, ClusterTarget]:
+        """The runner's targets; first, tell it about full syncs finished since it last
+        asked, so the next push of such a cluster reads every row (see `pusher.index`):
+        the runner asks right before it takes a task, so no push can miss one."""
+        assert self.runner is not None and self.targets is not None
+        counts = dict(self._full_syncs())
+        for cluster, n in counts.items():
+            if n > self._seen_full_syncs.get(cluster, 0):  # first sight after one: sweep too
+                self.runner.resweep(cluster)
+        self._seen_full_syncs = counts
+        return self.targets()
+
+    async def _watch(self, targets: PushTargets) -> None:
+        """Look for removed clusters: when the fleet changes, and every `REMOVAL_CHECK`
+        seconds."""
         loop = asyncio.get_running_loop()
-        seen: dict[str, int] = {}
         fleet: Collection[str] | None = None
         checked = -REMOVAL_CHECK
         while True:
-            counts = dict(self._full_syncs())
-            for cluster, n in counts.items():
-                if n > seen.get(cluster, 0):  # first sight after a full sync: sweep too
-                    runner.resweep(cluster)
-            seen = counts
             now_fleet = self._fleet()
             if now_fleet != fleet or loop.time() - checked >= REMOVAL_CHECK:
                 fleet, checked = now_fleet, loop.time()
@@ -211,7 +220,7 @@ class BkCmdbService:
                     await targets.refresh()
                 except Exception as exc:  # the task table is down: the runner says so too
                     log.warning("bk-cmdb: cannot look for removed clusters: %s", exc)
-            await asyncio.sleep(FULL_SYNC_CHECK)
+            await asyncio.sleep(FLEET_CHECK)
 
     async def stop(self) -> None:
         """Stop taking tasks; running pushes get `GRACE` seconds, then are handed back.
