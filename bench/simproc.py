@@ -10,8 +10,11 @@ synchronizer's commit log, so it measures change → row committed exactly, per 
 The timed churn is served on a second, small HTTP port (the simulator builds its own
 application, so routes cannot be added to it):
 
-    POST /bench/{cluster}/timed_churn   {events, rate, seed} -> 202
+    POST /bench/{cluster}/timed_churn   {events, rate, seed, mode?} -> 202
     GET  /bench/{cluster}/timed_churn   {running, done, log?: [[rv, uid, t], ...]} (?log=1)
+
+`mode: scheduled` (the bk-cmdb push benchmark) makes only changes bk-cmdb can see, on real
+Nodes, and logs `namespace/name` of the pod bk-cmdb must make instead of the uid.
 
 On start it prints one JSON line `{"url": ..., "control": ...}` and serves until SIGTERM.
 """
@@ -31,7 +34,7 @@ import orjson
 from aiohttp import web
 
 from synchronizer.simulator import SimCluster, SimError, Simulator, make_pod, pod_name
-from synchronizer.simulator.pods import move_module, mutate
+from synchronizer.simulator.pods import move_module, mutate, relabel
 
 
 @dataclass
@@ -44,6 +47,25 @@ class TimedChurn:
     error: str | None = None
     log: list[tuple[int, str, float]] = field(default_factory=list)
     """(resourceVersion, uid, wall time) of every change made."""
+
+
+def _scheduled_change(cluster: SimCluster, rng: random.Random, namespaces: list[str],
+                      nodes: list[str]) -> tuple[dict[str, Any], str]:
+    """One change bk-cmdb can see, on a real Node (the bk-cmdb push benchmark): half the time
+    a Pod is replaced by a new one (delete, then create), else an existing Pod's label
+    changes (which bk-cmdb, with no pod update, sees as a new pod). Returns the event's
+    object and `namespace/name` of the pod bk-cmdb must now make."""
+    key = cluster.random_key(rng)
+    if key is None or rng.random() < 0.5:
+        if key is not None:
+            cluster.delete(*key)
+        ns = rng.choice(namespaces)
+        app = f"{ns.removeprefix('ns-')}-churn{rng.randrange(10)}"
+        name = pod_name(rng, app)
+        obj = cluster.create(make_pod(ns, name, rng=rng, app=app, node_name=rng.choice(nodes)))
+        return obj, f"{ns}/{name}"
+    ns, name = key
+    return cluster.update(ns, name, lambda p: relabel(p, rng)), f"{ns}/{name}"
 
 
 def _change(cluster: SimCluster, rng: random.Random, namespaces: list[str]) -> dict[str, Any]:
@@ -64,7 +86,7 @@ def _change(cluster: SimCluster, rng: random.Random, namespaces: list[str]) -> d
 
 
 async def timed_churn(cluster: SimCluster, run: TimedChurn, *, rate: float,
-                      rng: random.Random) -> None:
+                      rng: random.Random, scheduled: bool = False) -> None:
     """Make `run.target` changes at `rate` per second, each stamped with its wall time.
 
     Every change is scheduled at start + i / rate and made as soon as the loop reaches
@@ -73,6 +95,8 @@ async def timed_churn(cluster: SimCluster, run: TimedChurn, *, rate: float,
     """
     loop = asyncio.get_running_loop()
     namespaces = sorted({k.partition("/")[0] for k in cluster.sorted_keys()}) or ["default"]
+    nodes = [n["metadata"]["name"] for n in cluster.objects("nodes")
+             if not n.get("spec", {}).get("unschedulable")]
     start = loop.time()
     try:
         for i in range(run.target):
@@ -81,11 +105,15 @@ async def timed_churn(cluster: SimCluster, run: TimedChurn, *, rate: float,
                 await asyncio.sleep(delay)
             before = cluster.resource_version
             try:
-                obj = _change(cluster, rng, namespaces)
+                if scheduled:
+                    obj, key = _scheduled_change(cluster, rng, namespaces, nodes)
+                else:
+                    obj = _change(cluster, rng, namespaces)
+                    key = obj["metadata"]["uid"]
             except SimError:
                 continue
             if cluster.resource_version != before:  # an update may change nothing
-                run.log.append((cluster.resource_version, obj["metadata"]["uid"], time.time()))
+                run.log.append((cluster.resource_version, key, time.time()))
             run.done += 1
     except Exception as exc:  # reported through the control API
         run.error = repr(exc)
@@ -104,8 +132,9 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
         body = orjson.loads(await request.read())
         run = TimedChurn(target=int(body["events"]))
         runs[cluster.id] = run
-        task = asyncio.create_task(timed_churn(cluster, run, rate=float(body["rate"]),
-                                               rng=random.Random(body.get("seed"))))
+        task = asyncio.create_task(timed_churn(
+            cluster, run, rate=float(body["rate"]), rng=random.Random(body.get("seed")),
+            scheduled=body.get("mode") == "scheduled"))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return web.Response(body=orjson.dumps({"target": run.target}), status=202,

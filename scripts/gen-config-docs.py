@@ -57,6 +57,9 @@ clusters:
     biz_id: 3
     kubeconfig: /etc/kube/b.yaml
     context: prod
+bkcmdb:                         # leave out for no BlueKing CMDB
+  url: http://bkapi.example.com/api/bk-cmdb/prod
+  app_code: bcs                 # app_secret: from BKCMDB_BKCMDB__APP_SECRET
 """
 
 INTRO = f"""\
@@ -101,11 +104,12 @@ one key at a time, only the whole list with `{ENV_PREFIX}CLUSTERS`.
 ## Secrets
 
 `cmdb.dsn` (it may carry a password), `clusters[].token`, `instance.admin_token`,
-`registries.crd.token` and `registries.http.token` are secrets: they are held as
-`SecretStr`, so they print as `**********`, and they never appear in logs, in metrics,
-in `/status` or in error messages (a DSN is shown with `***` for its password). Keep them
-out of ConfigMaps: give them through the environment from a Kubernetes Secret
-(`{ENV_PREFIX}CMDB{ENV_DELIMITER}DSN`), or point `kubeconfig`/`ca_file` at files mounted from one.
+`registries.crd.token`, `registries.http.token` and `bkcmdb.app_secret` are secrets: they
+are held as `SecretStr`, so they print as `**********`, and they never appear in logs, in
+metrics, in `/status` or in error messages (a DSN is shown with `***` for its password).
+Keep them out of ConfigMaps: give them through the environment from a Kubernetes Secret
+(`{ENV_PREFIX}CMDB{ENV_DELIMITER}DSN`, `{ENV_PREFIX}BKCMDB{ENV_DELIMITER}APP_SECRET`), or
+point `kubeconfig`, `ca_file` or `bkcmdb.app_secret_file` at files mounted from one.
 
 ## Reference
 """
@@ -119,6 +123,8 @@ def _type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " (optional)"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in typing.get_args(annotation))
     if origin is list:
         item = _type_name(typing.get_args(annotation)[0])
         return f"list, each {item}" if item.startswith("one of") else f"list of {item}"

@@ -19,11 +19,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from reconciler import ClusterId, Writer
 from reconciler._backoff import Backoff
 
+from . import bkcmdb_service
 from .clusters import ClusterFactory, pool_size, table_kinds, writer_settings
 from .cmdb import CmdbStore, open_store
 from .cmdb.api import Groups, TombstoneRetention
@@ -87,6 +89,7 @@ class Instance:
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
         self.setup.attach(coordinator=self.coordinator, controller=self.controller,
                           counts=self.counts)
+        self.bkcmdb = bkcmdb_service.for_instance(self)  # None without a `bkcmdb:` section
         inst = settings.instance
         self.http = HttpServer(
             address=inst.address, port=inst.port, metric_port=inst.metric_port,
@@ -137,6 +140,9 @@ class Instance:
                                      name="counts"),
                  asyncio.create_task(self._supervised("registries", self._registries),
                                      name="registries")]
+        if self.bkcmdb is not None:
+            tasks.append(asyncio.create_task(self._supervised("bk-cmdb", partial(
+                self.bkcmdb.run, self._store_ready, self._require_store)), name="bkcmdb"))
         if self.settings.sync.tombstone_retention is not None:
             tasks.append(asyncio.create_task(
                 self._supervised("tombstone retention", self._retention), name="retention"))
@@ -155,6 +161,8 @@ class Instance:
             stopping.cancel()
             log.info("stopping: clusters, then coordination, then the store")
             await self.controller.stop_all()
+            if self.bkcmdb is not None:
+                await self.bkcmdb.stop()  # pushes handed back before the store closes
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -329,6 +337,7 @@ class Instance:
                 "epoch": running.assigned.fence.epoch,
                 "restarts": running.restarts,
                 "last_error": "; ".join(errors) or lease_error or running.error,
+                **({"bkcmdb": self.bkcmdb.cluster_status(cluster)} if self.bkcmdb else {}),
             })
         ready, reason = self.readiness()
         doc: dict[str, Any] = {
@@ -345,6 +354,8 @@ class Instance:
             "conflicts": dict(self.pull.conflicts),
             **self.setup.status(coord.master),
         }
+        if self.bkcmdb is not None:
+            doc["bkcmdb"] = self.bkcmdb.status()
         if self.part_errors:
             doc["errors"] = dict(self.part_errors)
         if coord.master and coord.assignments is not None:

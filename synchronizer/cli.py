@@ -46,11 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--crd", action="store_true",
                       help="register the cluster with a SyncCluster resource and show the"
                       " status the operator writes")
+    demo.add_argument("--bkcmdb", action="store_true",
+                      help="also push to a simulated BlueKing CMDB, and verify it at the end")
 
     verify = sub.add_parser("verify", help="compare the clusters with the CMDB (read-only)")
     verify.add_argument("--config", required=True, help="YAML config file")
     verify.add_argument("--cluster", action="append", help="only this cluster (repeatable)")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.add_argument("--bkcmdb", action="store_true",
+                        help="compare the clusters with the BlueKing CMDB instead")
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", required=True, help="YAML config file")
@@ -101,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools.verify import verify_command
 
             settings = load_settings(args.config)
+            if args.bkcmdb:
+                from .tools.verify_bkcmdb import verify_bkcmdb_command
+
+                return asyncio.run(verify_bkcmdb_command(settings, args.cluster, args.json))
             return asyncio.run(verify_command(settings, clusters=args.cluster,
                                               as_json=args.json))
         if args.command == "demo":

@@ -122,6 +122,36 @@ CATALOGUE: Mapping[str, Spec] = {
         "counter", "Batches refused because this instance no longer held the lease.", CK,
     ),
     "rows": Spec("gauge", "Active rows of the cluster in the CMDB, by kind (table).", CK),
+    # the BlueKing CMDB (bk-cmdb) pusher
+    "bkcmdb_requests_total": Spec(
+        "counter", "Requests to bk-cmdb (every attempt), by endpoint (the gateway resource"
+        " name) and status (success, duplicate, rate_limited, server_error, unreachable,"
+        " ambiguous, auth, rejected).", ("endpoint", "status"),
+    ),
+    "bkcmdb_request_duration_seconds": Spec(
+        "histogram", "Duration of one request to bk-cmdb.", ("endpoint",), LATENCY_BUCKETS
+    ),
+    "bkcmdb_pending": Spec(
+        "gauge", "Objects of the cluster not yet equal in bk-cmdb, after its last push.", C
+    ),
+    "bkcmdb_dead_letters": Spec(
+        "gauge", "Objects of the cluster bk-cmdb refused permanently (retried when their row"
+        " changes and at every full reconcile).", C,
+    ),
+    "bkcmdb_last_push_timestamp_seconds": Spec(
+        "gauge", "Unix time of the cluster's last push to bk-cmdb (whatever its result).", C
+    ),
+    "bkcmdb_last_full_reconcile_timestamp_seconds": Spec(
+        "gauge", "Unix time of the cluster's last successful full reconcile with bk-cmdb.", C
+    ),
+    "bkcmdb_pushes_total": Spec(
+        "counter", "Pushes to bk-cmdb, by mode (incremental, sweep, full) and result (ok,"
+        " transient, error).", (*C, "mode", "result"),
+    ),
+    "bkcmdb_objects_total": Spec(
+        "counter", "Objects written to bk-cmdb, by op (created, updated, deleted, adopted).",
+        (*C, "op"),
+    ),
 }
 
 
@@ -170,6 +200,14 @@ class PrometheusMetrics:
     def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
         """Set a gauge."""
         self._child(name, labels).set(value)
+
+    def remove(self, name: str, labels: Mapping[str, str]) -> None:
+        """Drop one labelled series (a gauge about something no longer here)."""
+        self._children.pop((name, tuple(labels.items())), None)
+        try:
+            self._metrics[name].remove(*(labels[k] for k in CATALOGUE[name].labels))
+        except KeyError:
+            pass  # never set
 
     def forget(self, cluster: str) -> None:
         """Drop the gauges of a cluster this instance no longer owns.

@@ -250,6 +250,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     clusters: list[ClusterSettings] = Field(default_factory=list)
     registries: RegistriesSettings = Field(default_factory=RegistriesSettings)
+    bkcmdb: BkCmdbConfig | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:
@@ -321,5 +322,63 @@ def load_settings(path: str | Path | None, environ: dict[str, str] | None = None
             os.environ.update(saved)
 
 
-__all__ = ["ALL_KINDS", "ClusterSettings", "ConfigError", "Settings", "load_settings",
-           "redact_dsn"]
+__all__ = ["ALL_KINDS", "BkCmdbConfig", "ClusterSettings", "ConfigError", "Settings",
+           "load_settings", "redact_dsn"]
+
+
+class BkCmdbConfig(_Strict):
+    """The BlueKing CMDB (bk-cmdb), kept equal to the CMDB tables through its HTTP API."""
+
+    url: str = Field(min_length=1, description="Base URL; /api/v3/... is appended (the API"
+                     " gateway stage URL, or bk-cmdb's apiserver for `auth: direct`).")
+    api: Literal["kube", "container"] = Field(
+        "kube", description="kube: the 3.12+ container model (cluster, namespace, node,"
+        " workload, pod); container: the container-server pod API, pods placed by set/module.")
+    auth: Literal["gateway", "direct"] = Field(
+        "gateway", description="gateway: X-Bkapi-Authorization; direct: BK_User and"
+        " HTTP_BLUEKING_SUPPLIER_ID headers.")
+    app_code: str = Field("", description="Gateway app code (needed by `auth: gateway`).")
+    app_secret: SecretStr = Field(
+        SecretStr(""), description="Gateway app secret; give it by environment"
+        " (BKCMDB_BKCMDB__APP_SECRET) or `app_secret_file`, never in a ConfigMap.")
+    app_secret_file: str | None = Field(
+        None, description="A file holding the app secret (e.g. a mounted Secret), read at"
+        " start; instead of `app_secret`.")
+    username: str = Field("admin", min_length=1, description="BK_User / bk_username.")
+    supplier_account: str = Field("0", description="HTTP_BLUEKING_SUPPLIER_ID.")
+    batch_size: Annotated[int, Field(ge=1, le=200)] = Field(
+        200, description="Objects per write request (each type's own bk-cmdb limit, e.g."
+        " 100 nodes, still caps it).")
+    interval: Seconds = Field(600.0, description="Seconds between full reconciles (bk-cmdb"
+                              " listed and repaired) of a cluster.")
+    rate: Annotated[float, Field(gt=0)] = Field(
+        20.0, description="Requests per second to bk-cmdb from this instance (token bucket).")
+    burst: Annotated[int, Field(ge=1)] = Field(
+        20, description="Requests that may go at once after a quiet spell.")
+    timeout: Seconds = Field(30.0, description="Seconds per request.")
+    period: Seconds = Field(
+        5.0, description="Seconds between pushes of a cluster (changed rows only; a push"
+        " with nothing new makes no request).")
+    concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Clusters pushed at once by this instance.")
+    hold: Seconds = Field(
+        300.0, description="Seconds a push task's claim lasts unrenewed: a crashed"
+        " instance's push is taken over after this.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> BkCmdbConfig:
+        if self.app_secret.get_secret_value() and self.app_secret_file:
+            raise ValueError("give app_secret or app_secret_file, not both")
+        if self.auth == "gateway" and not self.app_code:
+            raise ValueError("auth gateway needs app_code")
+        return self
+
+
+Settings.model_rebuild()  # `bkcmdb` names a model defined after `Settings`

@@ -5,13 +5,15 @@ Every store offers, per kind, the engine's `reconciler.Store` (`table(kind, reso
 a cluster's index; apply a batch under the merge rule, inside the write itself) and
 `reconciler.Leases` (a per-cluster lease with an owner, an epoch and an expiry, checked in
 the same transaction as a fenced write); further abilities (dead letters, lease reads,
-tombstone retention) are small protocols in `api`. `open_store(dsn)` picks a store by the
-DSN's scheme from a registry and creates or migrates the tables (`schema`, `migrations`).
+tombstone retention, the bk-cmdb pusher's tables) are small protocols in `api`.
+`open_store(dsn)` picks a store by the DSN's scheme from a registry and creates or migrates
+the tables (`schema`, `migrations`).
 """
 
 from __future__ import annotations
 
 from .api import (
+    BkCmdbStore,
     CmdbStore,
     DeadLetters,
     KindTable,
@@ -25,6 +27,7 @@ from .mysql import MySQLStore
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "BkCmdbStore",
     "CmdbStore",
     "DeadLetters",
     "KindTable",

@@ -5,8 +5,9 @@ leases through `reconciler.Leases`; a store offers the first per kind (`table(ki
 resource)`, a `KindTable`) and the second itself. Everything else is an ability a store
 may or may not have, each a protocol of one to three methods, found at run time with
 `isinstance` (client-go's optional interfaces): row reads for `verify`, active counts for
-`/status`, dead letters, lease inspection, tombstone retention. A new store implements
-what it can; a caller that needs an ability asks for it and says so when it is missing.
+`/status`, dead letters, lease inspection, tombstone retention, the bk-cmdb pusher's
+tables. A new store implements what it can; a caller that needs an ability asks for it and
+says so when it is missing.
 
 Stores are found by DSN scheme in a registry (`register`), not a switch: the MySQL and
 SQLite stores register themselves on import, and `open_store(dsn)` opens the right one.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from reconciler import (
     ApplyResult,
@@ -30,6 +31,9 @@ from reconciler import (
 from synchronizer.kinds import Kind, Resource
 
 from .dsn import redact, validate
+
+if TYPE_CHECKING:
+    from .bkcmdb_tables import BkCmdbTables
 
 Fixed = Mapping[str, Any]
 """Column values a table view pins: the discriminator of one resource (`kind=Deployment`)."""
@@ -181,6 +185,16 @@ class TombstoneRetention(Protocol):
         ...
 
 
+@runtime_checkable
+class BkCmdbStore(Protocol):
+    """The bk-cmdb pusher's tables here: desired state, ledger, durable tasks
+    (`bkcmdb_tables`, docs/bkcmdb-api.md "The pusher")."""
+
+    def bkcmdb_tables(self, *, clock: Callable[[], float]) -> BkCmdbTables:
+        """The pusher's stores on this database; `clock` is the tasks' wall clock."""
+        ...
+
+
 Opener = Callable[..., Awaitable[CmdbStore]]
 _OPENERS: dict[str, Opener] = {}
 
@@ -211,5 +225,6 @@ async def open_store(dsn: str, *, migrate: bool = True, pool_size: int | None = 
     return await opener(dsn.strip(), migrate=migrate, pool_size=pool_size)
 
 
-__all__ = ["CmdbStore", "DeadLetters", "Groups", "KindBackend", "KindTable", "LeaseReader",
-           "TombstoneRetention", "checked_columns", "open_store", "redact", "register"]
+__all__ = ["BkCmdbStore", "CmdbStore", "DeadLetters", "Groups", "KindBackend", "KindTable",
+           "LeaseReader", "TombstoneRetention", "checked_columns", "open_store", "redact",
+           "register"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from synchronizer.kinds import NAMESPACES, NODES, PODS, TRUNCATED, WORKLOADS, Column
 
+from .bkcmdb_schema import V3_OPS
 from .rows import CHECKSUM_LIMIT, KEY_LIMIT, OWNER_LIMIT
 from .schema import AddColumn, AddIndex, CreateKindTable, DropIndex, Migration, Sql
 from .tables import MYSQL_TABLE_OPTIONS, index_name
@@ -115,6 +116,9 @@ V2 = Migration(2, "kinds: namespaces, nodes, workloads; pods name their workload
     AddColumn("dead_letters", Column("kind", limit=64)),
 ))
 
+V3 = Migration(3, "bk-cmdb pusher: ledger, durable tasks, rows by resource_version", V3_OPS)
+
+
 def _registries_mysql() -> tuple[Sql, ...]:
     return (Sql(mysql=f"""CREATE TABLE IF NOT EXISTS topologies (
   name VARCHAR(253) NOT NULL PRIMARY KEY,
@@ -143,11 +147,12 @@ def _registries_mysql() -> tuple[Sql, ...]:
 
 V4 = Migration(4, "registries: topologies of the admin API, clusters ever registered",
                _registries_mysql())
-"""Step 4 (step 3 belongs to another change): `topologies` holds each topology document
+"""Step 4: `topologies` holds each topology document
 the admin API stored (its tokens included, so every member can resolve them; a NULL body
 is a deleted topology, its version kept so concurrent writers still serialise on it);
 `registered_clusters` remembers every cluster a registry declared, so a cluster that
 leaves every registry is found again after a restart (`sync.on_cluster_removed`)."""
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V4)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4)
 LATEST = MIGRATIONS[-1].version

@@ -18,9 +18,9 @@ come back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import (
     ApplyResult,
@@ -39,6 +39,9 @@ from synchronizer.kinds import Kind, Resource
 from . import mysql_sql, rows
 from .api import Fixed, KindTable, checked_columns, register
 from .mysql_conn import DataError, MySQLConnection, classify, describe, error_code
+
+if TYPE_CHECKING:
+    from .bkcmdb_tables import BkCmdbTables
 
 CHUNK_ROWS = 1000
 """Rows per `executemany` round trip (a sender's batch is usually 500)."""
@@ -498,6 +501,12 @@ class MySQLStore:
             " dead_letters WHERE cluster_id = %s ORDER BY id", (cluster,))
         return [{"kind": k, "uid": u, "error": e, "payload": p, "at": rows.from_db_time(a)}
                 for k, u, e, p, a in found]
+
+    def bkcmdb_tables(self, *, clock: Callable[[], float]) -> BkCmdbTables:
+        """The bk-cmdb pusher's desired state, ledger and tasks here (`bkcmdb_mysql`)."""
+        from .bkcmdb_mysql import mysql_tables
+
+        return mysql_tables(self.conn, clock=clock)
 
     async def ping(self) -> None:
         """Raise `Transient` (or `StoreError`) unless the server answers a query."""

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import (
     ApplyResult,
@@ -63,6 +63,9 @@ from .rows import (
     row,
 )
 from .schema import migrate_sqlite
+
+if TYPE_CHECKING:
+    from .bkcmdb_tables import BkCmdbTables
 
 T = TypeVar("T")
 BUSY_TIMEOUT = 30.0
@@ -523,6 +526,12 @@ class SQLiteStore:
         the small tables of other modules (topologies, registered clusters); sqlite3
         errors become `StoreError`s. A writing job opens its own transaction."""
         return await (self._writer if write else self._reader).call(job)
+
+    def bkcmdb_tables(self, *, clock: Callable[[], float]) -> BkCmdbTables:
+        """The bk-cmdb pusher's desired state, ledger and tasks here (`bkcmdb_sqlite`)."""
+        from .bkcmdb_sqlite import sqlite_tables
+
+        return sqlite_tables(self._reader, self._writer, clock=clock)
 
     async def ping(self) -> None:
         """Raise a `StoreError` unless the file can be opened and queried."""

@@ -167,8 +167,10 @@ def make_pod(
         ],
         "containers": [
             _container(app, image, rng, port=8080),
-            _container("log-agent", f"{SIDECAR_IMAGE}:1.{rng.randrange(9)}", rng, port=2020,
-                       probe=False),
+            # container names are unique in a Pod (the API server refuses a duplicate): the
+            # log-agent DaemonSet's own Pods get the sidecar under another name
+            _container("log-agent" if app != "log-agent" else "log-shipper",
+                       f"{SIDECAR_IMAGE}:1.{rng.randrange(9)}", rng, port=2020, probe=False),
         ],
         "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
         "dnsPolicy": "ClusterFirst", "serviceAccountName": "default",

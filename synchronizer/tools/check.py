@@ -126,13 +126,30 @@ async def probe_clusters(settings: Settings) -> list[str]:
     return [line for line in results if line is not None]
 
 
+async def check_bkcmdb(settings: Settings) -> str | None:
+    """Reach the BlueKing CMDB, if configured, with its credentials (one line, or None)."""
+    if settings.bkcmdb is None:
+        return None
+    from synchronizer.bkcmdb_config import probe
+
+    biz_id = settings.clusters[0].biz_id if settings.clusters else 0
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT * 3):
+            return await probe(settings.bkcmdb, biz_id, request_timeout=PROBE_TIMEOUT)
+    except TimeoutError:
+        return f"no answer from {settings.bkcmdb.url} within {PROBE_TIMEOUT * 3:g} s"
+
+
 def summary(settings: Settings) -> str:
     """What the file configures, in a few words."""
     mode = ("standalone" if settings.zookeeper is None
             else f"zookeeper {settings.zookeeper.hosts}{settings.zookeeper.root}")
     n = len(settings.clusters)
+    bk = "" if settings.bkcmdb is None else (
+        f", bk-cmdb {settings.bkcmdb.url} (api {settings.bkcmdb.api},"
+        f" auth {settings.bkcmdb.auth})")
     return (f"{n} cluster{'s' if n != 1 else ''}, "
-            f"cmdb {redact_dsn(settings.cmdb.dsn.get_secret_value())}, {mode}")
+            f"cmdb {redact_dsn(settings.cmdb.dsn.get_secret_value())}, {mode}{bk}")
 
 
 async def check_config(path: str | Path, *, connect: bool) -> int:
@@ -147,11 +164,12 @@ async def check_config(path: str | Path, *, connect: bool) -> int:
         return 0
     from synchronizer.registries.check import reach_registries
 
-    cmdb_problem, cluster_problems, registry_problems = await asyncio.gather(
+    cmdb_problem, cluster_problems, registry_problems, bk_problem = await asyncio.gather(
         check_cmdb(settings.cmdb.dsn.get_secret_value()), probe_clusters(settings),
-        reach_registries(settings))
+        reach_registries(settings), check_bkcmdb(settings))
     problems = ([f"cmdb.dsn: {cmdb_problem}"] if cmdb_problem else []) + cluster_problems \
         + registry_problems
+    problems += [f"bkcmdb: {bk_problem}"] if bk_problem else []
     for problem in problems:
         _fail(problem)
     if problems:

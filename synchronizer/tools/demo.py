@@ -16,6 +16,9 @@ serialised Pods (a page is a bytes join), so nearly all the CPU is the instance'
 projecting and writing either way. In-process spares a second interpreter, a port
 handshake and an admin API round trip to stop churn and read the truth at the end.
 
+`--bkcmdb` adds the bk-cmdb simulator as a second sink (`demo_bkcmdb`): the instance pushes
+the tables to it, the view shows what it holds, and the demo ends with `verify --bkcmdb`.
+
 `--duration S` ends the demo by itself: churn stops, the demo awaits the instance's
 `caught_up(version)` for the cluster's last version (bounded), stops the instance
 gracefully, then runs `verify` against the simulator and the SQLite file and exits 0 when
@@ -52,6 +55,8 @@ from synchronizer.settings import (
 )
 
 from .check import PROG
+from .demo_bkcmdb import DemoBkCmdb
+from .demo_bkcmdb import final_line as bk_final_line
 from .demo_crd import HOME, crd_settings, prepare_home, register_and_follow
 from .demo_view import TABLES, FirstSyncBar, KindLine, RowReader, Snapshot, live_view, plain_line
 from .verify import Report, VerifyError, render, run_verify
@@ -150,6 +155,8 @@ class Demo:
         self.started = 0.0
         self._counts: dict[str, dict[str, int]] = {}
         self._groups: tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]] = ([], [])
+        self.bk = DemoBkCmdb(BIZ_ID) if getattr(args, "bkcmdb", False) else None
+        """The bk-cmdb simulator, with `--bkcmdb` (`demo_bkcmdb`)."""
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -165,6 +172,9 @@ class Demo:
                        workloads=max(4, pods // 25) if pods else 0)
         await self.sim.start("127.0.0.1", 0)
         self.settings = demo_settings(self.sim.url_for(CLUSTER), db, self.args)
+        if self.bk is not None:
+            await self.bk.start(self.cluster)
+            self.settings = self.bk.settings(self.settings)
         self.instance = self._instance_cls(self.settings if self.home is None else
                                            crd_settings(self.settings, self.sim.url_for(HOME)))
         task = self.task = asyncio.create_task(self.instance.run(self.stop), name="instance")
@@ -252,6 +262,8 @@ class Demo:
             line = snap.kinds.setdefault(table, KindLine())
             line.active, line.deleted = states.get("Active", 0), states.get("Deleted", 0)
         snap.workloads, snap.modules = self._groups
+        if self.bk is not None:
+            snap.bkcmdb = self.bk.line(self.instance, CLUSTER, loop.time())
         return snap
 
     @property
@@ -305,9 +317,9 @@ class Demo:
                 await sup.wait_synced()
                 for rec in sup.reconcilers.values():
                     await rec.caught_up(target)
-                return True
         except TimeoutError:
             return False
+        return self.bk is None or await self.bk.settle(self.instance, CLUSTER)
 
     async def stop_instance(self) -> None:
         """Stop the instance gracefully (reconcilers flushed, store closed); idempotent."""
@@ -326,6 +338,8 @@ class Demo:
             self.reader.close()
             self.reader = None
         await self.sim.stop()
+        if self.bk is not None:
+            await self.bk.stop()
 
 
 def _install_signals(demo: Demo) -> None:
@@ -388,7 +402,8 @@ async def _run(demo: Demo, db: Path) -> int:
         print(f"{PROG}: demo: cannot start: {exc or 'timed out'}", file=sys.stderr)
         return 1
     status_url, metrics_url = demo.urls
-    print(f"demo: {args.pods} pods in cluster {CLUSTER!r}, churn {args.rate:g}/s, cmdb {db}; "
+    bk = f", bk-cmdb {demo.bk.sim.base_url}" if demo.bk is not None else ""
+    print(f"demo: {args.pods} pods in cluster {CLUSTER!r}, churn {args.rate:g}/s, cmdb {db}{bk}; "
           f"status page {status_url} metrics {metrics_url}", flush=True)
     await demo.watch()
     if demo.crashed:
@@ -412,4 +427,14 @@ async def _run(demo: Demo, db: Path) -> int:
     print(_final_line(report), flush=True)
     if args.db:
         print(f"demo: the CMDB is kept in {db}", flush=True)
+    if demo.bk is not None:
+        try:
+            bk_report = await demo.bk.verify(demo.settings)
+        except VerifyError as exc:
+            print(f"{PROG}: demo: verify --bkcmdb: {exc}", file=sys.stderr)
+            return 1
+        if not demo.plain:
+            render(bk_report, demo.console, title="bk-cmdb drift")
+        print(bk_final_line(bk_report), flush=True)
+        return 0 if report.exit_code == 0 and bk_report.exit_code == 0 else 1
     return 0 if report.exit_code == 0 else 1

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from .demo_bkcmdb import BkLine
 
 TOP = 8
 """Workloads and set/module pairs listed in the live view (the largest first)."""
@@ -61,6 +65,8 @@ class Snapshot:
     status_url: str = ""
     metrics_url: str = ""
     last_error: str | None = None
+    bkcmdb: BkLine | None = None
+    """bk-cmdb's side, with `demo --bkcmdb`."""
 
     @property
     def pods_in_cluster(self) -> int:
@@ -128,7 +134,8 @@ def _fmt_lag(lag: float | None) -> str:
 
 
 def _state(state: str) -> str:
-    return f"[bold green]{state}[/]" if state == "watching" else f"[bold yellow]{state}[/]"
+    return (f"[bold green]{state}[/]" if state in ("watching", "in sync")
+            else f"[bold yellow]{state}[/]")
 
 
 def _kinds_table(snap: Snapshot) -> Table:
@@ -183,7 +190,14 @@ def live_view(snap: Snapshot, bar: FirstSyncBar | None) -> RenderableType:
                   "[dim]status-only noise (writes nothing)[/]", f"{snap.noise:,}")
     stats.add_row("[dim]parked / queued[/]", f"{snap.parked:,} / {snap.queued:,}",
                   "[dim]full syncs[/]", str(snap.full_syncs))
+    bk = snap.bkcmdb
+    if bk is not None:
+        stats.add_row("[dim]bk-cmdb objects[/]", f"{bk.objects:,}  {_state(bk.state)}",
+                      "[dim]bk-cmdb pending / requests/s[/]",
+                      f"{bk.pending:,} / {bk.requests_per_second:.1f}")
     parts.append(stats)
+    if bk is not None and bk.last_error:
+        parts.append(Text(f"bk-cmdb: {bk.last_error}", style="red"))
     if snap.last_error:
         parts.append(Text(f"last error: {snap.last_error}", style="red"))
     parts += [Text(""), _kinds_table(snap), Text(""),
@@ -198,6 +212,11 @@ def plain_line(snap: Snapshot, first_sync_done: bool) -> str:
         return (f"demo: {snap.elapsed:.0f}s first full sync: {snap.synced_kinds}/"
                 f"{snap.total_kinds} kinds synced, {snap.active} rows written")
     rows = " ".join(f"{name}={line.active}" for name, line in snap.kinds.items())
+    bk = snap.bkcmdb
+    pushed = "" if bk is None else (f" bkcmdb={bk.state} bk_objects={bk.objects}"
+                                    f" bk_pending={bk.pending}"
+                                    f" bk_requests/s={bk.requests_per_second:.1f}")
     return (f"demo: {snap.elapsed:.0f}s {snap.state}: active rows {rows} "
             f"events/s={snap.events_per_second:.1f} lag={_fmt_lag(snap.lag)} "
-            f"parked={snap.parked} queued={snap.queued} real={snap.real} noise={snap.noise}")
+            f"parked={snap.parked} queued={snap.queued} real={snap.real} noise={snap.noise}"
+            f"{pushed}")

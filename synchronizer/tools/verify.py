@@ -289,12 +289,12 @@ async def run_verify(settings: Settings, clusters: list[str] | None = None,
     return report
 
 
-def render(report: Report, console: Console) -> None:
+def render(report: Report, console: Console, *, title: str = "CMDB drift") -> None:
     """The human report: one table row per cluster and kind, then a few examples of each."""
     if not report.clusters:
         console.print(f"[red]error[/]: no cluster could be checked ({len(report.errors)} failed)")
         return
-    table = Table(title="CMDB drift", title_justify="left", header_style="bold")
+    table = Table(title=title, title_justify="left", header_style="bold")
     for name, justify in (("cluster", "left"), ("kind", "left"), ("objects", "right"),
                           ("missing", "right"), ("stale", "right"), ("extra", "right"),
                           ("result", "left")):
@@ -317,8 +317,9 @@ def render(report: Report, console: Console) -> None:
                 elif "row" in ex:
                     extra = " (row is a tombstone)"
                 where = f"{ex['namespace']}/{ex['name']}" if ex.get("namespace") else ex["name"]
-                console.print(f"  {c.cluster} {drift} {ex['kind']}: {where} uid {ex['uid']}"
-                              f"{extra}", highlight=False, markup=False)
+                uid = f" uid {ex['uid']}" if ex.get("uid") else ""
+                console.print(f"  {c.cluster} {drift} {ex['kind']}: {where}{uid}{extra}",
+                              highlight=False, markup=False)
     totals = ", ".join(f"{report.total(d)} {d}" for d in DRIFTS)
     newer = sum(c.newer for c in report.clusters)
     if newer:

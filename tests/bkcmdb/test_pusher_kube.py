@@ -190,6 +190,24 @@ async def test_a_row_that_cannot_be_read_never_deletes_what_bk_cmdb_holds(
     assert world.actual() == world.expected()
 
 
+async def test_a_pod_whose_containers_share_an_id_waits_and_blocks_nothing(
+        world: World) -> None:
+    """bk-cmdb would refuse it with 1199014 (its (pod, container_uid) key) — the answer that
+    means "exists, adopt it" — forever; found by the 50,000-pod benchmark, where the
+    simulator's log-agent DaemonSet pods had two containers of one name."""
+    small_cluster(world.rows)
+    world.rows.pod("default", "twin", node="n1", containers=[
+        ("a", "nginx", "containerd://same"), ("b", "nginx", "containerd://same")])
+    for n in range(5):
+        world.rows.pod("default", f"fine-{n}", node="n1")
+    report = await world.push(PushMode.FULL)
+    assert report.error is None and report.pending == {Reason.BAD_ROW: 1}
+    assert report.pending_sample[0].detail == \
+        "row 'pod-default-twin': two containers share a container id"
+    found = world.actual()["pods"]
+    assert ("default", "twin") not in found and ("default", "fine-4") in found
+
+
 async def test_a_name_held_by_an_older_row_waits_for_it(world: World) -> None:
     small_cluster(world.rows)
     await world.converge()

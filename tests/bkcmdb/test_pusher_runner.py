@@ -331,3 +331,23 @@ async def test_a_failed_close_leaves_the_claim_to_expire_and_the_runner_goes_on(
     assert task_of(queue).token == 2 and task_of(queue).error == ""
     a.stop()
     await loop
+
+
+async def test_resweep_makes_the_next_push_read_every_row(world: World) -> None:
+    small_cluster(world.rows)
+    clock = ManualClock()
+    queue = MemoryTaskQueue(clock=clock)
+    run = runner(world, clock, queue)
+    run.resweep("c1")  # not pushed yet: nothing to mark (its first push is full anyway)
+    (first,) = await run.run_once()
+    assert first.mode is PushMode.FULL
+    clock.now = task_of(queue).next_start
+    (second,) = await run.run_once()
+    assert second.mode is PushMode.INCREMENTAL
+    run.resweep("c1")  # the tables had a full sync
+    clock.now = task_of(queue).next_start
+    (third,) = await run.run_once()
+    assert third.mode is PushMode.SWEEP and third.rows_read > second.rows_read
+    clock.now = task_of(queue).next_start
+    (fourth,) = await run.run_once()
+    assert fourth.mode is PushMode.INCREMENTAL

@@ -23,6 +23,8 @@ from synchronizer import settings as sync_settings
 SECRET_PASSWORD = "s3cr3t-Pa55word"
 SECRET_DSN = f"mysql://sync:{SECRET_PASSWORD}@mariadb.db.svc:3306/cmdb"
 ZK = "zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181"
+APP_SECRET = "bk-App-s3cret-7e21"
+BKCMDB = {"url": "https://bkapi.example.com/api/bk-cmdb/prod", "app_code": "bcs"}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -42,6 +44,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         ]},
     },
     "chart-secret": {"cmdb": {"dsn": SECRET_DSN}},
+    "bkcmdb-existing-secret": {"config": {"bkcmdb": BKCMDB},
+                               "bkcmdb": {"existingSecret": "bk-app", "existingSecretKey": "s"}},
+    "bkcmdb-chart-secret": {"config": {"bkcmdb": {**BKCMDB, "period": 2, "rate": 50}},
+                            "bkcmdb": {"appSecret": APP_SECRET}},
+    "bkcmdb-direct": {"config": {"bkcmdb": {"url": "http://cmdb-api.cmdb.svc", "auth": "direct",
+                                            "api": "container"}}},
     "everything": {
         "replicas": 5,
         "image": {"repository": "registry.example/bkcmdb-synchronizer",
@@ -211,7 +219,8 @@ def test_no_secret_in_any_configmap(rendered: tuple[str, list[dict[str, Any]]]) 
     _, objects = rendered
     for configmap in by_kind(objects, "ConfigMap"):
         text = json.dumps(configmap)
-        assert SECRET_PASSWORD not in text
+        assert SECRET_PASSWORD not in text and APP_SECRET not in text
+        assert "app_secret" not in text
         assert "mysql://" not in text
     config = _config(objects)
     assert "cmdb" not in config  # the DSN comes from a Secret, via the environment
@@ -232,6 +241,27 @@ def test_chart_created_secret_holds_the_dsn() -> None:
                if not path.endswith("secret.yaml"))
 
 
+def test_bkcmdb_section_and_its_secret() -> None:
+    assert "bkcmdb" not in _config(render({})), "off by default"
+    for name, secret in (("bkcmdb-existing-secret", {"name": "bk-app", "key": "s"}),
+                         ("bkcmdb-chart-secret", {"name": "bkcmdb-synchronizer-bkcmdb",
+                                                  "key": "app-secret"})):
+        objects = render(VALUE_SETS[name])
+        config = _config(objects)
+        assert config["bkcmdb"]["url"] == BKCMDB["url"] and "app_secret" not in config["bkcmdb"]
+        env = {e["name"]: e for e in _container(objects)["env"]}
+        assert env["BKCMDB_BKCMDB__APP_SECRET"]["valueFrom"]["secretKeyRef"] == secret
+    objects = render(VALUE_SETS["bkcmdb-chart-secret"])
+    (made,) = [s for s in by_kind(objects, "Secret")
+               if s["metadata"]["name"] == "bkcmdb-synchronizer-bkcmdb"]
+    assert base64.b64decode(made["data"]["app-secret"]).decode() == APP_SECRET
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/secret"]) == 64
+    direct = render(VALUE_SETS["bkcmdb-direct"])
+    assert "BKCMDB_BKCMDB__APP_SECRET" not in {e["name"] for e in _container(direct)["env"]}
+    assert _config(direct)["bkcmdb"]["auth"] == "direct"
+
+
 def test_rendered_config_is_accepted_by_the_synchronizer(
     rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
@@ -239,7 +269,14 @@ def test_rendered_config_is_accepted_by_the_synchronizer(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(_config(objects)))
     env = {"BKCMDB_CMDB__DSN": SECRET_DSN, "BKCMDB_INSTANCE__ID": "bkcmdb-synchronizer-abc12"}
+    if "bkcmdb" in _config(objects):
+        env["BKCMDB_BKCMDB__APP_SECRET"] = APP_SECRET
     loaded = sync_settings.load_settings(path, environ=env)
+    bk = VALUE_SETS[name].get("config", {}).get("bkcmdb")
+    assert (loaded.bkcmdb is not None) == bool(bk)
+    if loaded.bkcmdb is not None and bk is not None:
+        assert loaded.bkcmdb.url == bk["url"]
+        assert loaded.bkcmdb.app_secret.get_secret_value() == APP_SECRET
     assert loaded.instance.id == "bkcmdb-synchronizer-abc12"
     assert loaded.cmdb.dsn.get_secret_value() == SECRET_DSN
     assert (loaded.instance.port, loaded.instance.metric_port) == (8888, 9999)
@@ -266,6 +303,8 @@ def test_schema_keys_exist_in_the_synchronizer_settings() -> None:
     }
     for key, model in models.items():
         assert set(config[key]["properties"]) <= set(model.model_fields), key
+    assert set(config["bkcmdb"]["properties"]) <= set(sync_settings.BkCmdbConfig.model_fields)
+    assert not {"app_secret", "app_secret_file"} & set(config["bkcmdb"]["properties"])
     cluster_keys = set(config["clusters"]["items"]["properties"])
     assert cluster_keys <= set(sync_settings.ClusterSettings.model_fields)
     assert "token" not in cluster_keys  # a token would land in the ConfigMap
@@ -288,6 +327,9 @@ def test_schema_keys_exist_in_the_synchronizer_settings() -> None:
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
         ({"ports": {"http": 70000}}, "/ports/http"),
+        ({"config": {"bkcmdb": {"batch_size": 300}}}, "batch_size"),
+        ({"config": {"bkcmdb": {"app_secret": "x"}}}, "app_secret"),
+        ({"config": {"bkcmdb": {"api": "pods"}}}, "/config/bkcmdb/api"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
@@ -306,12 +348,15 @@ def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
                                   {"id": "a", "server": "https://b"}]}}, "appears twice"),
         ({"config": {"clusters": [{"id": "in-cluster", "server": "https://a"}]}},
          "also in config.clusters"),
+        ({"config": {"bkcmdb": BKCMDB}}, "auth gateway needs the app secret"),
+        ({"config": {"bkcmdb": BKCMDB}, "bkcmdb": {"appSecret": "x", "existingSecret": "y"}},
+         "not both"),
     ],
 )
 def test_inconsistent_values_fail_the_render(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=message) as excinfo:
         render(values)
-    assert SECRET_PASSWORD not in str(excinfo.value)
+    assert SECRET_PASSWORD not in str(excinfo.value) and APP_SECRET not in str(excinfo.value)
 
 
 def test_rbac_is_least_privilege() -> None:

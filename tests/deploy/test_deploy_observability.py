@@ -62,6 +62,8 @@ def test_operator_alerts_are_present() -> None:
         "BkcmdbSyncWritesRejected", "BkcmdbSyncWatchRestartStorm", "BkcmdbSyncWatchExpiredStorm",
         "BkcmdbSyncGateOverflow", "BkcmdbSyncZooKeeperSessionNotConnected",
         "BkcmdbSyncVersionsWentBackwards",
+        "BkcmdbSyncBkcmdbPendingHigh", "BkcmdbSyncBkcmdbRequestErrors",
+        "BkcmdbSyncBkcmdbDeadLetters", "BkcmdbSyncBkcmdbAuthRefused",
     }
 
 
@@ -93,6 +95,16 @@ HEALTHY = [
     _series("version_resets_total", 'cluster="c1"', "0+0x60"),
     _series("lag_seconds", 'cluster="c1"', "0.5+0x60"),
     _series("sender_queue_depth", 'cluster="c1"', "10+0x60"),
+    _series("bkcmdb_pending", 'cluster="c1"', "0+0x30 5+0x5 0+0x25"),  # a burst, then equal
+    _series("bkcmdb_requests_total", 'endpoint="batch_create_kube_pod", status="success"',
+            "0+20x60"),
+    _series("bkcmdb_requests_total", 'endpoint="batch_create_kube_pod", status="duplicate"',
+            "0+1x60"),
+    _series("bkcmdb_requests_total", 'endpoint="list_kube_pod", status="rate_limited"',
+            "0+0.5x60"),
+    _series("bkcmdb_dead_letters", 'cluster="c1"', "0+0x60"),
+    _series("bkcmdb_last_push_timestamp_seconds", 'cluster="c1"', "0+60x60"),
+    _series("bkcmdb_last_full_reconcile_timestamp_seconds", 'cluster="c1"', "0+60x60"),
 ]
 
 # The same instance going wrong in every way at once.
@@ -113,6 +125,14 @@ FAILING = [
     _series("version_resets_total", 'cluster="c3"', "0+0x30 1+0x30"),
     _series("lag_seconds", 'cluster="c3"', "300+0x60"),
     _series("sender_queue_depth", 'cluster="c3"', "50000+0x60"),
+    _series("bkcmdb_pending", 'cluster="c4"', "10+1x60"),
+    _series("bkcmdb_requests_total", 'endpoint="batch_create_kube_pod", status="success"',
+            "0+1x60"),
+    _series("bkcmdb_requests_total", 'endpoint="batch_create_kube_pod", status="auth"',
+            "0+5x60"),
+    _series("bkcmdb_dead_letters", 'cluster="c4"', "3+0x60"),
+    _series("bkcmdb_last_push_timestamp_seconds", 'cluster="c4"', "0+0x60"),
+    _series("bkcmdb_last_full_reconcile_timestamp_seconds", 'cluster="c4"', "0+0x60"),
 ]
 
 FIRING: dict[str, list[dict[str, str]]] = {
@@ -133,6 +153,12 @@ FIRING: dict[str, list[dict[str, str]]] = {
     "BkcmdbSyncVersionsWentBackwards": [_expected('cluster="c3"', severity="warning")],
     "BkcmdbSyncLagHigh": [_expected('cluster="c3"', severity="warning")],
     "BkcmdbSyncSenderBacklog": [_expected('cluster="c3"', severity="warning")],
+    "BkcmdbSyncBkcmdbPendingHigh": [_expected('cluster="c4"', severity="warning")],
+    "BkcmdbSyncBkcmdbRequestErrors": [_expected(severity="warning")],
+    "BkcmdbSyncBkcmdbAuthRefused": [_expected(severity="critical")],
+    "BkcmdbSyncBkcmdbDeadLetters": [_expected('cluster="c4"', severity="warning")],
+    "BkcmdbSyncBkcmdbPushStalled": [_expected('cluster="c4"', severity="warning")],
+    "BkcmdbSyncBkcmdbFullReconcileTooOld": [_expected('cluster="c4"', severity="warning")],
 }
 
 

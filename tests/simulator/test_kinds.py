@@ -347,3 +347,22 @@ async def test_template_hash_names_the_replicaset(c1: SimCluster) -> None:
         rs_name = f"{meta['name']}-{template_hash(dep['spec']['template'])}"
         rs = c1.get(meta["namespace"], rs_name, resource="replicasets")
         assert rs is not None and rs["metadata"]["ownerReferences"][0]["uid"] == meta["uid"]
+
+
+async def test_no_pod_has_two_containers_of_one_name() -> None:
+    """The API server refuses such a Pod; the log-agent DaemonSet's Pods once had two
+    (its own container and the log-agent sidecar)."""
+    import random
+
+    from synchronizer.simulator import Mix, Simulator, populate
+
+    cluster = Simulator(seed=1).add_cluster("c")
+    await populate(cluster, pods=600, namespaces=4, rng=random.Random(1), nodes=20,
+                   mix=Mix(deployments=10, statefulsets=2, daemonsets=4, jobs=2, cronjobs=1,
+                           replicasets=1, bare_pods=5))
+    apps = set()
+    for pod in cluster.objects("pods"):
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        assert len(names) == len(set(names)), (pod["metadata"]["name"], names)
+        apps.update(names)
+    assert "log-shipper" in apps, "the log-agent DaemonSet ran"

@@ -64,3 +64,33 @@ async def test_demo_runs_and_verifies_clean() -> None:
     missing, stale, extra, pods, result = final.groups()
     assert (int(missing), int(stale), int(extra), result) == (0, 0, 0, "ok"), final.group(0)
     assert int(pods) > 1500
+
+
+BK_FINAL = re.compile(r"^bkcmdb verify: missing=(\d+) stale=(\d+) extra=(\d+) objects=(\d+)"
+                      r" waiting=\d+ result=(\w+)$", re.MULTILINE)
+
+
+async def test_demo_with_bkcmdb_pushes_and_verifies_both_sinks() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BKCMDB_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "synchronizer", "demo", "--duration", "15", "--pods", "800",
+        "--plain", "--port", "0", "--metric-port", "0", "--bkcmdb", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(180):
+        out_bytes, err_bytes = await proc.communicate()
+    out, err = out_bytes.decode(), err_bytes.decode()
+    assert proc.returncode == 0, (out, err)
+    assert "Traceback" not in out + err
+    assert re.search(r"bk-cmdb http://127\.0\.0\.1:\d+;", out), out
+    live = re.findall(r" bk_objects=(\d+) bk_pending=\d+ bk_requests/s=([\d.]+)", out)
+    assert live and max(int(n) for n, _ in live) > 500, out  # pods and their parents
+    assert any(float(rate) > 0 for _, rate in live), out
+    final = FINAL.search(out)
+    assert final and final.group(5) == "ok", out
+    lines = out.strip().splitlines()
+    bk = BK_FINAL.fullmatch(lines[-1])
+    assert bk, lines[-1]  # the last line is bk-cmdb's verify
+    missing, stale, extra, objects, result = bk.groups()
+    assert (int(missing), int(stale), int(extra), result) == (0, 0, 0, "ok"), lines[-1]
+    table_objects = re.search(r"^verify: .* objects=(\d+) ", out, re.MULTILINE)
+    assert table_objects and int(objects) == int(table_objects.group(1)) > 500, out

@@ -98,3 +98,44 @@ async def test_page_shows_clusters_and_follows_changes(
     assert {url.removeprefix(base).split("?")[0] for url in requested} <= {
         "/", "/status", "/status/workloads"}
     assert failures == []
+
+
+async def test_page_shows_the_bkcmdb_push(sim: Simulator, sqlite_dsn: str, browser: Browser,
+                                          tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from synchronizer.bkcmdb.simulator import AuthConfig, BkCmdbSimulator
+    from synchronizer.settings import BkCmdbConfig
+
+    cluster = await populated(sim, "east", 30, nodes=3, workloads=4)
+    bk = BkCmdbSimulator(auth=AuthConfig(mode="direct"))
+    bk.model.hosts.add_business(5, "game")
+    ips = [a["address"] for n in cluster.objects("nodes") for a in n["status"]["addresses"]
+           if a["type"] == "InternalIP"]
+    for ip in ips[1:]:  # the first node has no host: its pods wait, and the page says so
+        bk.model.hosts.add_host(ip, biz_id=5)
+    async with bk:
+        settings = settings_for(sim, sqlite_dsn, ["east"]).model_copy(update={
+            "bkcmdb": BkCmdbConfig(url=bk.base_url, auth="direct", period=0.2, rate=500,
+                                   burst=500, app_secret=SecretStr(""))})
+        async with running(settings) as instance:
+            await caught_up(instance, sim, ["east"])
+            page = await browser.new_page()
+            failures: list[str] = []
+            page.on("pageerror", lambda exc: failures.append(str(exc)))
+            await page.goto(f"http://127.0.0.1:{instance.http.bound[0]}/")
+            row = '#bkcmdb tr[data-cluster="east"]'
+            await page.wait_for_function(
+                """(row) => {
+                    const st = document.querySelector(row + ' td[data-field="state"]');
+                    const why = document.querySelector(row + ' td[data-field="reasons"]');
+                    return st && st.textContent === "in sync" && why.textContent.includes(
+                        "no_host 1");
+                }""", arg=row, timeout=WAIT_MS)
+            assert await page.is_visible("#bkcmdb-section")
+            assert bk.base_url in (await page.text_content("#bkcmdb-target") or "")
+            requests = await page.text_content(f'{row} td[data-field="requests"]')
+            assert requests and int(requests.replace(",", "")) > 0
+            assert "ago" in (await page.text_content(f'{row} td[data-field="last_push"]') or "")
+            await page.screenshot(path=str(tmp_path / "bkcmdb.png"), full_page=True)
+    assert failures == []

@@ -42,9 +42,12 @@ class Result:
     err: str
 
 
-async def cli(*args: str, timeout: float = 60.0) -> Result:
-    """Run `python -m synchronizer ARGS` without blocking the loop (the simulator serves)."""
+async def cli(*args: str, timeout: float = 60.0, env_extra: dict[str, str] | None = None
+              ) -> Result:
+    """Run `python -m synchronizer ARGS` without blocking the loop (the simulator serves);
+    the caller's `BKCMDB_*` variables are dropped, `env_extra` is added."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKCMDB_")}
+    env.update(env_extra or {})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "synchronizer", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

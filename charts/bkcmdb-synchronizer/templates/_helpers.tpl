@@ -60,6 +60,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.cmdb.existingSecret }}{{ .Values.cmdb.existingSecretKey }}{{ else }}dsn{{ end }}
 {{- end }}
 
+{{/* Name and key of the Secret holding the bk-cmdb app secret. */}}
+{{- define "bkcmdb-synchronizer.bkcmdbSecretName" -}}
+{{- default (printf "%s-bkcmdb" (include "bkcmdb-synchronizer.fullname" .)) .Values.bkcmdb.existingSecret }}
+{{- end }}
+
+{{- define "bkcmdb-synchronizer.bkcmdbSecretKey" -}}
+{{- if .Values.bkcmdb.existingSecret }}{{ .Values.bkcmdb.existingSecretKey }}{{ else }}app-secret{{ end }}
+{{- end }}
+
+{{/* True (non-empty) when bk-cmdb is configured with an app secret from a Secret. */}}
+{{- define "bkcmdb-synchronizer.bkcmdbSecret" -}}
+{{- if and .Values.config.bkcmdb.url (or .Values.bkcmdb.existingSecret .Values.bkcmdb.appSecret) }}true{{ end }}
+{{- end }}
+
 {{/* Paths inside the container. */}}
 {{- define "bkcmdb-synchronizer.configDir" -}}/etc/bkcmdb-synchronizer{{- end }}
 {{- define "bkcmdb-synchronizer.kubeconfigDir" -}}/etc/bkcmdb-synchronizer/kubeconfigs{{- end }}
@@ -71,7 +85,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The synchronizer's config file (CONTRACT.md, "Config file"). No secret is ever rendered here:
-instance.id and cmdb.dsn come from the environment (BKCMDB_INSTANCE__ID, BKCMDB_CMDB__DSN).
+instance.id, cmdb.dsn and bkcmdb.app_secret come from the environment (BKCMDB_INSTANCE__ID,
+BKCMDB_CMDB__DSN, BKCMDB_BKCMDB__APP_SECRET).
 */}}
 {{- define "bkcmdb-synchronizer.config" -}}
 {{- $v := .Values }}
@@ -129,6 +144,15 @@ instance.id and cmdb.dsn come from the environment (BKCMDB_INSTANCE__ID, BKCMDB_
 {{- end }}
 {{- if $registries }}
 {{- $_ := set $cfg "registries" $registries }}
+{{- end }}
+{{- if $v.config.bkcmdb.url }}
+{{- if and $v.bkcmdb.appSecret $v.bkcmdb.existingSecret }}
+{{- fail "set bkcmdb.appSecret or bkcmdb.existingSecret, not both" }}
+{{- end }}
+{{- if and (eq (default "gateway" $v.config.bkcmdb.auth) "gateway") (not (include "bkcmdb-synchronizer.bkcmdbSecret" .)) }}
+{{- fail "config.bkcmdb.auth gateway needs the app secret: set bkcmdb.existingSecret (or bkcmdb.appSecret)" }}
+{{- end }}
+{{- $_ := set $cfg "bkcmdb" $v.config.bkcmdb }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}

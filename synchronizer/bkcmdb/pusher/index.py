@@ -6,6 +6,14 @@ Active rows of each cluster it pushes, mapped (`mapping`), and brings them up to
 reading only what changed since the highest resource_version it has seen (`catch_up`), with
 a whole read (`sweep`) now and then to catch what a watermark cannot see (see `desired`).
 
+Why `catch_up` reads from the watermark of the *previous* catch-up, not the latest one:
+rows of one cluster commit out of resource_version order (shards and kinds write in
+parallel transactions, a few milliseconds apart), so a row below the latest watermark can
+land just after a read. Reading one window back (the rows of about one push period, read
+again and found unchanged: no request) catches every such row that commits within a period
+of a higher one. What commits later than that — a full sync's rows, which carry its list's
+older version — needs a sweep, which the runner schedules after every full sync.
+
 Memory is the size of the tables' Active rows, never of the changes: a row changed a
 thousand times while bk-cmdb was unreachable is still one value here — the pusher holds the
 difference, not a queue of events. Deleted rows are dropped on sight (the ledger entry they
@@ -38,7 +46,9 @@ class DesiredIndex:
     """Active rows that could not be read: (table, uid) → the problem. Their last good
     value, if there was one, stays in the maps above."""
     watermark: int = 0
-    """The highest resource_version seen; `catch_up` reads above it."""
+    """The highest resource_version seen."""
+    lagged: int = 0
+    """The watermark as it was when the previous read began; `catch_up` reads above it."""
     swept: bool = False
 
     def _tables(self) -> Mapping[Table, dict[str, Any]]:
@@ -63,7 +73,9 @@ class DesiredIndex:
                 new[table][uid] = old[table][uid]
         self.namespaces, self.nodes = fresh.namespaces, fresh.nodes
         self.workloads, self.pods, self.bad = fresh.workloads, fresh.pods, fresh.bad
+        before = self.watermark
         self.watermark = max(self.watermark, fresh.watermark)
+        self.lagged = before if self.swept else self.watermark
         self.swept = True
         return read
 
@@ -72,7 +84,7 @@ class DesiredIndex:
         if not self.swept:
             return await self.sweep(source)
         read = 0
-        since = self.watermark
+        since, self.lagged = self.lagged, self.watermark
         for table in Table:
             rows = await source.changed_since(self.cluster, table, since)
             read += len(rows)

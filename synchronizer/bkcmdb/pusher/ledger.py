@@ -126,6 +126,8 @@ class LedgerView:
         self.cluster = cluster
         self._store = store
         self._entries: dict[EntryKey, LedgerEntry] = {e.key: e for e in entries}
+        self.version = 0
+        """Bumped by every change, so a plan of this ledger can be reused while it holds."""
 
     @classmethod
     async def load(cls, cluster: str, store: Ledger) -> LedgerView:
@@ -152,6 +154,7 @@ class LedgerView:
         if entries:
             await self._store.write(self.cluster, upsert=entries)
             self._entries.update((e.key, e) for e in entries)
+            self.version += 1
 
     async def remove(self, keys: Sequence[EntryKey]) -> None:
         """Forget entries (one write)."""
@@ -159,3 +162,4 @@ class LedgerView:
             await self._store.write(self.cluster, delete=keys)
             for key in keys:
                 self._entries.pop(key, None)
+            self.version += 1

@@ -225,6 +225,11 @@ class WantedPod:
             raise BadRow(f"row {row.get('uid')!r}: column containers holds a non-object")
         raw = tuple({"name": str(c.get("name") or ""), "image": str(c.get("image") or ""),
                      "container_id": str(c.get("container_id") or "")} for c in items)
+        ids = [container_uid(c["container_id"]) for c in raw if c["container_id"]]
+        if len(ids) != len(set(ids)):
+            # bk-cmdb's unique key (pod, container_uid) would refuse the pod with 1199014,
+            # which reads as "exists, adopt it" and can never succeed: it waits as a bad row
+            raise BadRow(f"row {row.get('uid')!r}: two containers share a container id")
         pod = cls(
             uid=str(row["uid"]), cluster=_text(row, "cluster_id"),
             namespace=_text(row, "namespace"), name=_text(row, "name"),

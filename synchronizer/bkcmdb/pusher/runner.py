@@ -113,6 +113,12 @@ class TaskRunner:
         """Look for due tasks now (e.g. the tables just changed)."""
         self._wakeup.set()
 
+    def resweep(self, cluster: str) -> None:
+        """Read every row of `cluster` at its next push (its tables just had a full sync,
+        whose rows carry an older version than a watermark may have passed)."""
+        if cluster in self._sweep_due:
+            self._sweep_due[cluster] = min(self._sweep_due[cluster], self._clock())
+
     def stop(self) -> None:
         """Stop taking tasks; `run` returns once running pushes end (after `grace` at most)."""
         self._stopping.set()

@@ -102,6 +102,11 @@ class TaskBoard(Protocol):
         """Every task of one cluster."""
         ...
 
+    async def clusters(self, job: str) -> list[str]:
+        """Every cluster with a task of `job` (a removed cluster keeps its task until it is
+        emptied in bk-cmdb, so this is also how a removal is found)."""
+        ...
+
 
 class MemoryTaskQueue:
     """`TaskQueue` and `TaskBoard` in a dict, on an injected clock.
@@ -169,3 +174,7 @@ class MemoryTaskQueue:
         """Every task of `cluster`."""
         return sorted((t for t in self.tasks.values() if t.cluster == cluster),
                       key=lambda t: t.job)
+
+    async def clusters(self, job: str) -> list[str]:
+        """Every cluster with a task of `job`."""
+        return sorted(c for (c, j) in self.tasks if j == job)
