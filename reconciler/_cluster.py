@@ -172,6 +172,12 @@ class ClusterReconciler:
         return self._scope.depth if self._scope is not None else 0
 
     @property
+    def written(self) -> int:
+        """Rows this reconciler's current run has written (a change counter for readers
+        that cache something derived from the table, such as row counts)."""
+        return self._scope.written if self._scope is not None else 0
+
+    @property
     def write_failure(self) -> tuple[float, str] | None:
         """(loop time since when, last error) while the store keeps refusing writes."""
         return self._scope.failing if self._scope is not None else None

@@ -43,7 +43,9 @@ from .status import RowCounts, cluster_state, kind_detail, last_full_sync, total
 log = logging.getLogger("synchronizer")
 
 COUNT_INTERVAL = 10.0
-"""Seconds between refreshes of the `rows` gauge."""
+"""Seconds between refreshes of the `rows` gauge (of the clusters written to since)."""
+COUNT_MAX_AGE = 300.0
+"""Seconds after which a cluster's rows are counted again even if nothing was written."""
 RETENTION_EVERY = 600.0
 """Seconds between two passes of tombstone retention (when `sync.tombstone_retention`)."""
 RETENTION_CHUNK = 5000
@@ -263,12 +265,28 @@ class Instance:
                                 self.settings))
 
     async def _refresh_counts(self) -> None:
+        """Count a cluster's rows again when its reconcilers wrote since the last count, or
+        every `COUNT_MAX_AGE` (a hand edit): an idle fleet costs no queries."""
+        loop = asyncio.get_running_loop()
+        last: dict[ClusterId, tuple[int, float]] = {}
         while True:
             owned = set(self.controller.clusters)
             self.counts.forget(owned)
+            now = loop.time()
             for cluster in owned:
-                await self.counts.of(cluster, self._kinds(cluster))
+                written = self._written(cluster)
+                seen = last.get(cluster)
+                if seen is None or seen[0] != written or now - seen[1] >= COUNT_MAX_AGE:
+                    await self.counts.of(cluster, self._kinds(cluster))
+                    last[cluster] = (written, now)
+            for cluster in set(last) - owned:
+                del last[cluster]
             await asyncio.sleep(COUNT_INTERVAL)
+
+    def _written(self, cluster: ClusterId) -> int:
+        running = self.controller.clusters.get(cluster)
+        sup = running.supervisor if running is not None else None
+        return sum(r.written for r in sup.reconcilers.values()) if sup is not None else -1
 
     async def workloads(self, query: Mapping[str, str]) -> dict[str, Any]:
         """`GET /status/workloads?cluster=ID`: active pods grouped by owning workload."""
