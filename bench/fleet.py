@@ -170,6 +170,22 @@ def populate(sim: SimProcess, cluster: str, pods: int, seed: int) -> None:
         "workloads": max(4, pods // 20)})
 
 
+def troubles(inst: Instance) -> dict[str, float]:
+    """Counters that explain lag: full syncs by trigger, watch restarts by reason, parked
+    overflows, failed or fenced batches."""
+    out: dict[str, float] = {}
+    for trigger in ("expired", "overflow", "periodic", "retry"):
+        out[f"full_syncs:{trigger}"] = inst.counter("bkcmdb_sync_full_syncs_total",
+                                                    trigger=trigger)
+    for reason in ("expired", "error", "stalled", "closed"):
+        out[f"watch_restarts:{reason}"] = inst.counter("bkcmdb_sync_watch_restarts_total",
+                                                       reason=reason)
+    out["gate_overflows"] = inst.counter("bkcmdb_sync_gate_overflows_total")
+    for result in ("transient", "fenced", "error"):
+        out[f"batches:{result}"] = inst.counter("bkcmdb_sync_batches_total", result=result)
+    return out
+
+
 def changes(inst: Instance) -> float:
     return sum(inst.counter("bkcmdb_sync_events_total", type=t)
                for t in ("ADDED", "MODIFIED", "DELETED"))
@@ -197,6 +213,7 @@ def measure_fleet(sim: SimProcess, args: argparse.Namespace, prefix: str) -> dic
                 sim.admin("POST", f"{cluster}/churn", {"events": None, "rate": per, "seed": n})
             time.sleep(args.settle)
             hist0, ev0 = inst.histogram("bkcmdb_sync_event_to_row_seconds"), changes(inst)
+            troubles0 = troubles(inst)
             cpu0, t0 = cpu_seconds(inst.proc.pid), time.monotonic()
             time.sleep(args.steady)
             cpu = cpu_seconds(inst.proc.pid) - cpu0
@@ -205,6 +222,9 @@ def measure_fleet(sim: SimProcess, args: argparse.Namespace, prefix: str) -> dic
             hist = inst.histogram("bkcmdb_sync_event_to_row_seconds")
             for cluster in clusters:
                 sim.admin("DELETE", f"{cluster}/churn")
+            out["steady_troubles"] = {k: v - troubles0.get(k, 0.0)
+                                      for k, v in troubles(inst).items()
+                                      if v - troubles0.get(k, 0.0)}
             out.update(events_per_s=events / elapsed, cpu_share=cpu / elapsed,
                        cpu_s_per_1000_events=1000 * cpu / max(events, 1),
                        lag_p50_s=quantile(hist0, hist, 0.5),

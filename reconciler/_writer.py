@@ -67,6 +67,8 @@ class WriterSettings:
     """Most records one sender writes in one transaction."""
     linger: float = 0.02
     """Seconds a sender waits for a batch to fill before writing what it has."""
+    max_scopes: int = 32
+    """Most scopes (one resource of one cluster each) a transaction carries (`_Shard.take`)."""
     budget: int = 200_000
     """Records queued plus parked, over every scope, before fair shares apply."""
     backoff_initial: float = 0.2
@@ -225,8 +227,22 @@ class _Shard:
         self.pending: dict[tuple[int, ObjectKey], tuple[Scope, Record]] = {}
         self.ready = asyncio.Event()
 
-    def take(self, n: int) -> list[tuple[Scope, Record]]:
-        keys = list(itertools.islice(self.pending, n))
+    def take(self, n: int, scopes: int) -> list[tuple[Scope, Record]]:
+        """The first `n` records in arrival order, from at most `scopes` scopes (a store
+        writes each scope's group with its own statements: the cap bounds the round trips,
+        and so the duration, of one transaction)."""
+        keys: list[tuple[int, ObjectKey]] = []
+        seen: set[int] = set()
+        for looked, key in enumerate(self.pending):
+            if key[0] not in seen:
+                if len(seen) == scopes:
+                    if looked >= 4 * n:  # a bounded look past the cap, not the whole queue
+                        break
+                    continue
+                seen.add(key[0])
+            keys.append(key)
+            if len(keys) == n:
+                break
         return [self.pending.pop(k) for k in keys]
 
 
@@ -383,7 +399,7 @@ class Writer:
                 await shard.ready.wait()
             if len(shard.pending) < settings.batch_size and settings.linger > 0:
                 await asyncio.sleep(settings.linger)
-            taken = shard.take(settings.batch_size)
+            taken = shard.take(settings.batch_size, settings.max_scopes)
             groups: dict[int, list[Record]] = {}
             scopes: dict[int, Scope] = {}
             for scope, record in taken:

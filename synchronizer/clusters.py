@@ -53,11 +53,17 @@ def writer_settings(settings: Settings) -> WriterSettings:
                           budget=s.memory_budget, backoff_max=s.backoff_max)
 
 
+INDEX_LOADS = 8
+"""Full syncs whose index loads get a connection of their own; more running at once wait
+a moment for one (an index load is one short query)."""
+
+
 def pool_size(settings: Settings) -> int:
-    """CMDB connections for one instance: every sender may hold one, every running full
-    sync one (its index load), and a few more for lease renewals and reads, so a renewal
-    never waits behind bulk writes."""
-    return settings.sync.senders + settings.sync.max_concurrent_full_syncs + 4
+    """CMDB connections for one instance: every sender may hold one, concurrent full syncs
+    one each for their index loads (up to `INDEX_LOADS`), and a few more for lease
+    renewals and reads, so a renewal never waits behind bulk writes."""
+    return (settings.sync.senders + min(settings.sync.max_concurrent_full_syncs, INDEX_LOADS)
+            + 4)
 
 
 def kinds_of(spec: ClusterSpec, settings: Settings) -> tuple[Kind, ...]:

@@ -232,6 +232,24 @@ async def test_one_transaction_carries_many_clusters_and_a_fenced_one_stays_alon
     task.cancel()
 
 
+async def test_a_transaction_carries_at_most_max_scopes_groups() -> None:
+    """The cap bounds one transaction's round trips (a statement or two per group), so a
+    fleet's backlog is written in many short transactions, not one long one."""
+    store = GroupStore()
+    writer = writer_for(store, linger=0.05, max_scopes=2)
+    scopes = [scope_of(writer, store, c) for c in ("x", "y", "z")]
+    for scope in scopes:
+        for i in range(2):
+            await scope.put(rec(f"{scope.cluster}-{i}", 1))
+    task = asyncio.create_task(writer.run())
+    for scope in scopes:
+        await scope.drained()
+    # the first transaction takes two scopes; z, alone, goes by the single-scope path
+    assert [sorted(call) for call in store.calls] == [[("x", 2), ("y", 2)]]
+    assert {k for (c, k) in store.rows if c == "z"} == {"z-0", "z-1"}
+    task.cancel()
+
+
 async def test_one_clusters_failing_writes_never_hold_back_the_others() -> None:
     """TEST-MATRIX row 27 at the writer: X's rows are locked elsewhere, so every
     transaction touching them fails. The batch that carried X with Y and Z is tried again
