@@ -63,6 +63,35 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+class Scrape:
+    """The metrics page of one moment."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = [line for line in text.splitlines() if not line.startswith("#")]
+
+    def counter(self, name: str, **match: str) -> float:
+        """Sum of a counter's samples whose labels include `match`."""
+        total = 0.0
+        for line in self.lines:
+            if not line.startswith(name):
+                continue
+            labels, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in labels for k, v in match.items()):
+                total += float(value)
+        return total
+
+    def histogram(self, name: str) -> dict[float, float]:
+        """Cumulative bucket counts (summed over labels) of a histogram."""
+        out: dict[float, float] = {}
+        for line in self.lines:
+            if line.startswith(name + "_bucket{"):
+                labels, _, value = line.rpartition(" ")
+                le = labels.split('le="')[1].split('"')[0]
+                bound = float("inf") if le == "+Inf" else float(le)
+                out[bound] = out.get(bound, 0.0) + float(value)
+        return out
+
+
 class Instance:
     """`python -m synchronizer run` on a config naming `clusters` of the simulator."""
 
@@ -111,27 +140,10 @@ class Instance:
             time.sleep(POLL)
         raise RuntimeError(f"first sync not done in {timeout} s: {self.tail()}")
 
-    def counter(self, name: str, **match: str) -> float:
-        """Sum of a counter's samples whose labels include `match`."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            labels, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in labels for k, v in match.items()):
-                total += float(value)
-        return total
-
-    def histogram(self, name: str) -> dict[float, float]:
-        """Cumulative bucket counts (summed over labels) of a histogram."""
-        out: dict[float, float] = {}
-        for line in self.metrics().splitlines():
-            if line.startswith(name + "_bucket{"):
-                labels, _, value = line.rpartition(" ")
-                le = labels.split('le="')[1].split('"')[0]
-                bound = float("inf") if le == "+Inf" else float(le)
-                out[bound] = out.get(bound, 0.0) + float(value)
-        return out
+    def scrape(self) -> Scrape:
+        """One scrape of the instance's metrics (a fleet's page takes the instance a while
+        to render: read every figure of one moment from one scrape)."""
+        return Scrape(self.metrics())
 
     def tail(self) -> str:
         self._log.flush()
@@ -170,7 +182,7 @@ def populate(sim: SimProcess, cluster: str, pods: int, seed: int) -> None:
         "workloads": max(4, pods // 20)})
 
 
-def troubles(inst: Instance) -> dict[str, float]:
+def troubles(inst: Scrape) -> dict[str, float]:
     """Counters that explain lag: full syncs by trigger, watch restarts by reason, parked
     overflows, failed or fenced batches."""
     out: dict[str, float] = {}
@@ -186,7 +198,7 @@ def troubles(inst: Instance) -> dict[str, float]:
     return out
 
 
-def changes(inst: Instance) -> float:
+def changes(inst: Scrape) -> float:
     return sum(inst.counter("bkcmdb_sync_events_total", type=t)
                for t in ("ADDED", "MODIFIED", "DELETED"))
 
@@ -212,18 +224,20 @@ def measure_fleet(sim: SimProcess, args: argparse.Namespace, prefix: str) -> dic
             for n, cluster in enumerate(clusters):
                 sim.admin("POST", f"{cluster}/churn", {"events": None, "rate": per, "seed": n})
             time.sleep(args.settle)
-            hist0, ev0 = inst.histogram("bkcmdb_sync_event_to_row_seconds"), changes(inst)
-            troubles0 = troubles(inst)
+            page = inst.scrape()
+            hist0, ev0 = page.histogram("bkcmdb_sync_event_to_row_seconds"), changes(page)
+            troubles0 = troubles(page)
             cpu0, t0 = cpu_seconds(inst.proc.pid), time.monotonic()
             time.sleep(args.steady)
             cpu = cpu_seconds(inst.proc.pid) - cpu0
             elapsed = time.monotonic() - t0
-            events = changes(inst) - ev0
-            hist = inst.histogram("bkcmdb_sync_event_to_row_seconds")
+            page = inst.scrape()
+            events = changes(page) - ev0
+            hist = page.histogram("bkcmdb_sync_event_to_row_seconds")
             for cluster in clusters:
                 sim.admin("DELETE", f"{cluster}/churn")
             out["steady_troubles"] = {k: v - troubles0.get(k, 0.0)
-                                      for k, v in troubles(inst).items()
+                                      for k, v in troubles(page).items()
                                       if v - troubles0.get(k, 0.0)}
             out.update(events_per_s=events / elapsed, cpu_share=cpu / elapsed,
                        cpu_s_per_1000_events=1000 * cpu / max(events, 1),
@@ -248,13 +262,13 @@ def measure_single(sim: SimProcess, args: argparse.Namespace, pods: int, prefix:
         time.sleep(args.settle)
         out["rss_mib"] = rss_mib(inst.proc.pid)
         if burst:
-            ev0, cpu0 = changes(inst), cpu_seconds(inst.proc.pid)
+            ev0, cpu0 = changes(inst.scrape()), cpu_seconds(inst.proc.pid)
             sim.churn_flat_out(cluster, burst, seed=5)
             deadline = time.monotonic() + args.timeout
-            while changes(inst) - ev0 < burst * 0.99 and time.monotonic() < deadline:
+            while changes(inst.scrape()) - ev0 < burst * 0.99 and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(1.0)  # the last batch's commit
-            events = changes(inst) - ev0
+            events = changes(inst.scrape()) - ev0
             out["burst_cpu_s_per_1000_events"] = (
                 1000 * (cpu_seconds(inst.proc.pid) - cpu0) / max(events, 1))
         return out

@@ -31,6 +31,7 @@ from .cmdb import CmdbStore, open_store
 from .cmdb.api import Groups, TombstoneRetention
 from .controller import Controller
 from .coordination import Coordinator, Member, StandaloneCoordinator, ZooKeeperCoordinator
+from .heap import HeapKeeper
 from .http import HttpProviders, HttpServer
 from .kinds import PODS, Kind
 from .metrics import PrometheusMetrics
@@ -63,7 +64,10 @@ def utcnow() -> datetime:
 class Instance:
     """One synchronizer process; see the module docstring."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
+                 heap: HeapKeeper | None = None) -> None:
+        """`heap`: the garbage collector's policy, for a process of its own (`run`);
+        instances embedded in another process (tests, `demo`) leave its collector alone."""
         self.settings = settings
         self.clock = clock
         self.metrics = PrometheusMetrics()
@@ -85,7 +89,8 @@ class Instance:
         self.factory = ClusterFactory(
             settings=settings, store=self._require_store, secrets=self.secrets,
             metrics=self.metrics, clock=clock, fallback=self.static.get,
-            writer=self._require_writer)
+            writer=self._require_writer, settled=heap.settled if heap else None)
+        self.heap = heap
         self.controller = Controller(factory=self.factory, metrics=self.metrics,
                                      backoff_max=settings.sync.backoff_max)
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
@@ -145,6 +150,9 @@ class Instance:
         if self.bkcmdb is not None:
             tasks.append(asyncio.create_task(self._supervised("bk-cmdb", partial(
                 self.bkcmdb.run, self._store_ready, self._require_store)), name="bkcmdb"))
+        if self.heap is not None:
+            tasks.append(asyncio.create_task(self._supervised("heap", self.heap.run),
+                                             name="heap"))
         if self.settings.sync.tombstone_retention is not None:
             tasks.append(asyncio.create_task(
                 self._supervised("tombstone retention", self._retention), name="retention"))

@@ -70,15 +70,17 @@ def _fail(message: str, code: int = 2) -> int:
 
 async def _run(settings: Settings) -> int:
     from .app import Instance
+    from .heap import HeapKeeper
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    instance = Instance(settings)
+    instance = Instance(settings, heap=HeapKeeper())
     # Everything imported and built so far lives as long as the process: move it out of
     # the cyclic collector's sight, so the collections a 100k-pod full sync triggers do
-    # not rescan it (docs/benchmarks.md, "Full sync": 22.5 s -> 18.4 s).
+    # not rescan it (docs/benchmarks.md, "Full sync"); `heap` freezes again whenever the
+    # heap settles.
     gc.freeze()
     try:
         await instance.run(stop)

@@ -10,7 +10,6 @@ holds the cluster's lease for all of them. On exit the client is closed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
@@ -27,6 +26,7 @@ from reconciler import (
 
 from .cmdb import CmdbStore
 from .coordination import Assigned
+from .heap import FullSyncSlots
 from .kinds import Kind, kinds
 from .kube import ClusterClient, KubeSource
 from .registries import ClusterSpec, SecretResolver, endpoint_of
@@ -76,11 +76,13 @@ class ClusterFactory:
 
     def __init__(self, *, settings: Settings, store: Callable[[], CmdbStore],
                  secrets: SecretResolver, metrics: Metrics, clock: Callable[[], datetime],
-                 fallback: SpecLookup, writer: Callable[[], Writer]) -> None:
+                 fallback: SpecLookup, writer: Callable[[], Writer],
+                 settled: Callable[[], None] | None = None) -> None:
         self._settings = settings
         self._writer = writer
-        self.slots = asyncio.Semaphore(settings.sync.max_concurrent_full_syncs)
-        """Full syncs running at once, over every cluster of the instance."""
+        self.slots = FullSyncSlots(settings.sync.max_concurrent_full_syncs, settled)
+        """Full syncs running at once, over every cluster of the instance; `settled` is
+        called when the last one running or waiting ends (`heap.HeapKeeper`)."""
         self._store = store
         self._secrets = secrets
         self._metrics = metrics
