@@ -84,7 +84,8 @@ CATALOGUE: Mapping[str, Spec] = {
         "counter", "Full syncs finished, by trigger and result.", (*CK, "trigger", "result")
     ),
     "full_sync_duration_seconds": Spec(
-        "histogram", "Duration of successful full syncs.", CK, DURATION_BUCKETS
+        "histogram", "Duration of successful full syncs (of one kind; by cluster).", C,
+        DURATION_BUCKETS
     ),
     "last_full_sync_timestamp_seconds": Spec(
         "gauge", "Unix time of the last successful full sync.", CK
@@ -111,10 +112,11 @@ CATALOGUE: Mapping[str, Spec] = {
         (*CK, "result"),
     ),
     "batch_duration_seconds": Spec(
-        "histogram", "Duration of one store transaction.", CK, LATENCY_BUCKETS
+        "histogram", "Duration of the store transactions that carried a cluster's rows.", C,
+        LATENCY_BUCKETS
     ),
     "event_to_row_seconds": Spec(
-        "histogram", "From observing an event to its batch being committed.", CK,
+        "histogram", "From observing an event to its batch being committed.", C,
         LATENCY_BUCKETS,
     ),
     "lag_seconds": Spec(
@@ -193,12 +195,16 @@ class PrometheusMetrics:
 
         prometheus-client's `labels()` validates and builds a key on every call, which
         costs about as much as parsing a small object; the engine calls this per event.
+        Labels the metric does not carry are dropped: the engine labels everything with
+        cluster and kind, and the histograms are per cluster only (a fleet instance's page
+        is mostly histogram buckets: per kind, 200 clusters made 74,000 of its lines).
         """
         key = (name, tuple(labels.items()))
         child = self._children.get(key)
         if child is None:
-            metric = self._metrics[name]
-            child = self._children[key] = metric.labels(**labels) if labels else metric
+            metric, names = self._metrics[name], CATALOGUE[name].labels
+            child = self._children[key] = (
+                metric.labels(**{k: labels[k] for k in names}) if names else metric)
         return child
 
     def inc(self, name: str, labels: Mapping[str, str], n: float = 1) -> None:

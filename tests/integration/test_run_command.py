@@ -155,7 +155,7 @@ async def test_run_serves_syncs_and_stops_cleanly_without_leaking_secrets(
                               capture_output=True, check=False)
         assert lint.returncode == 0, lint.stdout + lint.stderr
         for name in ("bkcmdb_sync_is_master 1.0", "bkcmdb_sync_assigned_clusters 2.0",
-                     'bkcmdb_sync_full_sync_duration_seconds_count{cluster="alpha",kind="pods"}',
+                     'bkcmdb_sync_full_sync_duration_seconds_count{cluster="alpha"}',
                      "bkcmdb_sync_events_total"):
             assert name in metrics
         await churn(sim.cluster("alpha"), events=100, rate=None, rng=rng)
