@@ -242,11 +242,13 @@ async def test_list_skips_unprojectable_pods_and_counts_them(
     fill(cluster, 5)
     bad = pod("bad-phase")
     bad["status"]["phase"] = 5
-    cluster.create(bad)
+    uid = cluster.create(bad)["metadata"]["uid"]
     with caplog.at_level("WARNING"):
         pages = await collect_list(source)
     assert sum(len(p.records) for p in pages) == 5
     assert sum(p.skipped for p in pages) == 1
+    # held: listed though not stored, so the full sync never tombstones its live row
+    assert [key for p in pages for key in p.held] == [uid]
     assert sample(metrics, "skipped_objects_total", cluster="c1", reason="bad_object") == 1
     (line,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert "bad-phase" in line and "status.phase" in line and "\n" not in line

@@ -35,6 +35,13 @@ BAD = {
     "not a mapping": ("- just\n- a list\n", "must be a mapping"),
     "bad port": ("instance:\n  port: 70000\n", "instance.port"),
     "bad dsn scheme": ("cmdb:\n  dsn: postgres://x/y\n", "cmdb.dsn"),
+    "unencoded # in a password": ("cmdb:\n  dsn: mysql://root:s3cr#et@db:3306/x\n",
+                                  "cmdb.dsn: the user or password of the mysql DSN holds"
+                                  " an unencoded '#': write it as %23"),
+    "unencoded / in a password": ("cmdb:\n  dsn: mysql://root:s3cr/et?@db:3306/x\n",
+                                  "cmdb.dsn"),
+    "zookeeper port": ('zookeeper:\n  hosts: "zk1:2181,zk2:notaport"\n',
+                       "zookeeper.hosts: 'zk2:notaport' has an invalid port"),
 }
 
 
@@ -49,6 +56,7 @@ async def test_bad_files(tmp_path: Path) -> None:
     for case, result in zip(sorted(BAD), results, strict=True):
         try:
             assert_one_line_error(result, "config: ", BAD[case][1])
+            assert "s3cr" not in result.out + result.err  # a password is never echoed
         except AssertionError as exc:
             raise AssertionError(f"case {case!r}: {exc}") from None
 
