@@ -323,14 +323,30 @@ class ClusterReconciler:
         return self._resync_reason
 
     async def _full_sync(self, trigger: str) -> None:
-        if self._slots is None:
-            await self._full_sync_now(trigger)
+        slots = self._slots
+        if slots is None:
+            await self._full_sync_now(trigger, lambda: None)
             return
         self.status.phase = Phase.SYNCING
-        async with self._slots:
-            await self._full_sync_now(trigger)
+        await slots.acquire()
+        held = True
 
-    async def _full_sync_now(self, trigger: str) -> None:
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
+        try:
+            await self._full_sync_now(trigger, give_back)
+        finally:
+            give_back()
+
+    async def _full_sync_now(self, trigger: str, give_back: Callable[[], None]) -> None:
+        """One full sync; `give_back()` the slot once the list, the diff and the tombstones
+        are done and only the writes are left to wait for: the slot bounds what a full sync
+        holds (its stored index, its seen set, the API server's attention), not the
+        commits, which the writer's budget bounds."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         scope = self.scope
@@ -381,6 +397,7 @@ class ClusterReconciler:
                 deletes += 1
                 await scope.put(record)
             del stored, seen
+            give_back()
             await scope.drained()
         except (SourceError, StoreError):
             # The senders still run: replay what was parked (all of it: no complete list

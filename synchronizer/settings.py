@@ -135,9 +135,10 @@ class SyncSettings(_Strict):
         200_000, description="Records queued plus parked over the whole instance before each"
         " cluster's kind is held to its fair share (budget / kinds running).")
     max_concurrent_full_syncs: Annotated[int, Field(ge=1)] = Field(
-        16, description="Full syncs (list, diff, write) running at once on this instance; a"
-        " small cluster's full sync mostly waits on the API server and the CMDB, so a fleet's"
-        " first syncs overlap well; each running one holds its list page and stored index.")
+        16, description="Full syncs listing and diffing at once on this instance (each holds"
+        " its list page and stored index; its writes are then committed outside the limit)."
+        " A small cluster's full sync mostly waits on the API server and the CMDB, so a"
+        " fleet's first syncs overlap well.")
     page_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         500, description="Pods per list page.")
     watch_timeout: Seconds = Field(300.0, description="timeoutSeconds asked of each watch.")

@@ -373,6 +373,33 @@ async def test_the_watch_opens_when_the_list_ends_not_when_its_writes_do() -> No
     await task
 
 
+async def test_a_full_sync_slot_is_given_back_when_the_list_ends_not_when_its_writes_do(
+) -> None:
+    """One slot, two clusters: the second lists while the first's rows wait to be
+    committed (a fleet's first syncs overlap their lists with each other's commits)."""
+    slots = asyncio.Semaphore(1)
+    store = HeldStore()
+    sources = [MemorySource(page_size=10) for _ in range(2)]
+    for source in sources:
+        for i in range(15):
+            await source.put(f"p{i}", {"n": i})
+    recs = [ClusterReconciler(cluster=ClusterId(f"c{n}"), source=source, store=store,
+                              settings=FAST, full_sync_slots=slots)
+            for n, source in enumerate(sources)]
+    tasks = [asyncio.create_task(rec.run()) for rec in recs]
+    async with asyncio.timeout(10):
+        for source in sources:
+            await source.wait_watches(1)  # both listed, while not one row is written
+    assert store.applied_batches == 0
+    store.release.set()
+    for rec in recs:
+        await rec.wait_synced()
+    assert not slots.locked()
+    for rec in recs:
+        rec.stop()
+    await asyncio.gather(*tasks)
+
+
 async def test_one_410_costs_exactly_one_relist_even_during_a_full_sync() -> None:
     source, store = MemorySource(page_size=10), HeldStore()
     store.release.set()
