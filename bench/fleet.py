@@ -294,13 +294,15 @@ def main() -> None:
     results: dict[str, Any] = {"fleet": [], "single": [], "big": []}
     with SimProcess() as sim:
         for run in range(args.runs):
+            # The fleet first: the references write (and drop) up to N x M rows, whose
+            # aftermath in MariaDB (purge, flushing) would land in the fleet's window.
+            results["fleet"].append(measure_fleet(sim, args, f"f{run}"))
+            print(json.dumps(results["fleet"][-1]), file=sys.stderr, flush=True)
             if not args.no_reference:
                 results["single"].append(measure_single(sim, args, args.pods, f"s{run}",
                                                         args.burst))
                 results["big"].append(measure_single(sim, args, args.clusters * args.pods,
                                                      f"b{run}", 0))
-            results["fleet"].append(measure_fleet(sim, args, f"f{run}"))
-            print(json.dumps(results["fleet"][-1]), file=sys.stderr, flush=True)
     drop_database(DATABASE)
     summary = {part: {k: median([r[k] for r in runs]) for k in runs[0]
                       if isinstance(runs[0][k], int | float)}
