@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,6 +252,38 @@ async def open_readonly_store(dsn: str) -> Any:
                                 dsn)) from None
 
 
+def selected(settings: Settings, clusters: list[str] | None) -> dict[str, ClusterSpec]:
+    """The specs of the clusters asked for (all when None), in the order asked; a
+    `VerifyError` naming every unknown id."""
+    specs = {c.id: spec_of(c) for c in settings.clusters}
+    wanted = list(dict.fromkeys(clusters)) if clusters else list(specs)
+    unknown = [c for c in wanted if c not in specs]
+    if unknown:
+        known = ", ".join(specs) or "none"
+        raise VerifyError(f"unknown cluster {', '.join(unknown)} (configured: {known})")
+    return {c: specs[c] for c in wanted}
+
+
+async def check_each(specs: Mapping[str, ClusterSpec],
+                     check: Callable[[ClusterSpec], Awaitable[ClusterDrift]]) -> Report:
+    """Check every cluster, `CONCURRENCY` at a time; a cluster whose check raises
+    `VerifyError` is recorded in `Report.errors` and the others are still checked."""
+    report = Report()
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(cluster_id: str) -> ClusterDrift | None:
+        async with gate:
+            try:
+                return await check(specs[cluster_id])
+            except VerifyError as exc:
+                report.errors[cluster_id] = str(exc)
+                return None
+
+    results = await asyncio.gather(*(one(c) for c in specs))
+    report.clusters = [r for r in results if r is not None]
+    return report
+
+
 async def run_verify(settings: Settings, clusters: list[str] | None = None,
                      store: Any = None) -> Report:
     """Verify the selected clusters (all when None); uses `store` or opens the CMDB.
@@ -259,34 +291,17 @@ async def run_verify(settings: Settings, clusters: list[str] | None = None,
     Raises `VerifyError` for an unknown cluster id or an unreachable CMDB; a cluster that
     cannot be listed is recorded in `Report.errors` and the others are still checked.
     """
-    specs = {c.id: spec_of(c) for c in settings.clusters}
+    specs = selected(settings, clusters)
     secrets = SecretResolver(static=static_tokens(settings.clusters))
-    wanted = list(dict.fromkeys(clusters)) if clusters else list(specs)
-    unknown = [c for c in wanted if c not in specs]
-    if unknown:
-        known = ", ".join(specs) or "none"
-        raise VerifyError(f"unknown cluster {', '.join(unknown)} (configured: {known})")
     own = store is None
     if own:
         store = await open_readonly_store(settings.cmdb.dsn.get_secret_value())
-    report = Report()
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(cluster_id: str) -> ClusterDrift | None:
-        async with gate:
-            try:
-                return await verify_one(specs[cluster_id], settings, store, secrets)
-            except VerifyError as exc:
-                report.errors[cluster_id] = str(exc)
-                return None
-
     try:
-        results = await asyncio.gather(*(one(c) for c in wanted))
+        return await check_each(specs, lambda spec: verify_one(spec, settings, store,
+                                                               secrets))
     finally:
         if own:
             await store.close()
-    report.clusters = [r for r in results if r is not None]
-    return report
 
 
 def render(report: Report, console: Console, *, title: str = "CMDB drift") -> None:

@@ -27,7 +27,6 @@ the clusters are quiet, or read small counts as lag. Read-only; exit codes as `v
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Mapping
@@ -51,11 +50,19 @@ from synchronizer.bkcmdb.pusher.mapping import (
 )
 from synchronizer.bkcmdb_config import client_settings
 from synchronizer.registries import ClusterSpec, SecretError, SecretResolver, endpoint_of
-from synchronizer.registries.static import spec_of, static_tokens
+from synchronizer.registries.static import static_tokens
 from synchronizer.settings import ConfigError, Settings, redact_dsn
 
 from .check import PROG, first_line
-from .verify import CONCURRENCY, ClusterDrift, Report, VerifyError, list_source, render
+from .verify import (
+    ClusterDrift,
+    Report,
+    VerifyError,
+    check_each,
+    list_source,
+    render,
+    selected,
+)
 
 DEFAULT_PLACE = ("bkbcs", "bkbcs")
 TABLES = ("namespaces", "nodes", "workloads", "pods")
@@ -253,12 +260,7 @@ async def run_bkcmdb_verify(settings: Settings, clusters: list[str] | None = Non
     """Verify the selected clusters (all when None) against bk-cmdb; like `run_verify`."""
     if settings.bkcmdb is None:
         raise VerifyError("the config has no bkcmdb section")
-    specs = {c.id: spec_of(c) for c in settings.clusters}
-    wanted = list(dict.fromkeys(clusters)) if clusters else list(specs)
-    unknown = [c for c in wanted if c not in specs]
-    if unknown:
-        raise VerifyError(f"unknown cluster {', '.join(unknown)} (configured: "
-                          f"{', '.join(specs) or 'none'})")
+    specs = selected(settings, clusters)
     secrets = SecretResolver(static=static_tokens(settings.clusters))
     own = client is None
     if client is None:
@@ -266,24 +268,13 @@ async def run_bkcmdb_verify(settings: Settings, clusters: list[str] | None = Non
             client = BkCmdbClient(client_settings(settings.bkcmdb, max_attempts=2))
         except ConfigError as exc:
             raise VerifyError(str(exc)) from None
-    report = Report()
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(cluster_id: str) -> BkCmdbDrift | None:
-        async with gate:
-            try:
-                return await verify_bkcmdb_one(specs[cluster_id], settings, client, secrets)
-            except VerifyError as exc:
-                report.errors[cluster_id] = str(exc)
-                return None
-
+    bk = client
     try:
-        results = await asyncio.gather(*(one(c) for c in wanted))
+        return await check_each(specs, lambda spec: verify_bkcmdb_one(spec, settings, bk,
+                                                                      secrets))
     finally:
         if own:
             await client.aclose()
-    report.clusters = [r for r in results if r is not None]
-    return report
 
 
 def as_json(report: Report) -> dict[str, Any]:
