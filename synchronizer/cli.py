@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -76,12 +75,13 @@ async def _run(settings: Settings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    instance = Instance(settings, heap=HeapKeeper())
+    heap = HeapKeeper()
+    instance = Instance(settings, heap=heap)
     # Everything imported and built so far lives as long as the process: move it out of
     # the cyclic collector's sight, so the collections a 100k-pod full sync triggers do
-    # not rescan it (docs/benchmarks.md, "Full sync"); `heap` freezes again whenever the
-    # heap settles.
-    gc.freeze()
+    # not rescan it (docs/benchmarks.md, "Full sync"); the keeper freezes again whenever
+    # the heap settles.
+    heap.settled()
     # The loop shares the GIL with one thread now and then (the /metrics page is rendered
     # in one: a fleet's page is a second of pure Python). Every socket call of the loop
     # lets that thread in, and by default it keeps the GIL 5 ms before handing it back:

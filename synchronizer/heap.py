@@ -63,14 +63,12 @@ class HeapKeeper:
 
     def __init__(self, *, collect_every: float = COLLECT_EVERY) -> None:
         self.collect_every = collect_every
-        self.freezes = 0
 
     def settled(self) -> None:
         """Collect the young generations (the garbage of what just ended, a few ms), then
         freeze what is left."""
         gc.collect(1)
         gc.freeze()
-        self.freezes += 1
 
     def collect(self) -> int:
         """One full collection of everything, frozen included; freeze the survivors."""
