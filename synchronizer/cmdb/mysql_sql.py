@@ -46,8 +46,8 @@ from __future__ import annotations
 
 from synchronizer.kinds import Kind
 
-from .rows import BOOKKEEPING, CHECKSUM_LIMIT, KEY_LIMIT, column_names
-from .tables import MYSQL_TABLE_OPTIONS, mysql_type
+from .rows import BOOKKEEPING, column_names
+from .tables import MYSQL_TABLE_OPTIONS, mysql_row_columns
 
 _ACT = ("IF(VALUES(resource_version) <= resource_version OR VALUES(checksum) = checksum, 0,"
         " IF(VALUES(state) = 'Active', 2, 3))")
@@ -135,15 +135,8 @@ def stage_create(kind: Kind) -> str:
     """The stage of `kind`: its table's columns and types (so strict mode refuses the same
     values, with the same messages, when they are staged), the repair flag, the written
     mark, and the primary key the joins use. No secondary index: it holds one chunk."""
-    columns = ",\n  ".join(f"`{c.name}` {mysql_type(c)}" for c in kind.stored)
     return f"""CREATE TEMPORARY TABLE IF NOT EXISTS `{stage_table(kind)}` (
-  cluster_id VARCHAR({KEY_LIMIT}) NOT NULL,
-  uid VARCHAR({KEY_LIMIT}) NOT NULL,
-  {columns},
-  resource_version BIGINT NOT NULL,
-  checksum VARCHAR({CHECKSUM_LIMIT}) NOT NULL,
-  query_at DATETIME(6) NOT NULL,
-  state ENUM('Active', 'Deleted') NOT NULL,
+  {mysql_row_columns(kind)},
   bk_repair TINYINT NOT NULL,
   bk_done TINYINT NOT NULL DEFAULT 0,
   PRIMARY KEY (cluster_id, uid)

@@ -46,19 +46,25 @@ def mysql_type(column: Column) -> str:
     return f"VARCHAR({column.limit or 255}) NOT NULL DEFAULT ''"
 
 
-def mysql_create(kind: Kind) -> str:
-    """CREATE TABLE IF NOT EXISTS for `kind`, with its indexes inline."""
+def mysql_row_columns(kind: Kind) -> str:
+    """The column definitions of a row of `kind` (key, stored columns, bookkeeping): the
+    table's, and the same for its MySQL 8 stage, so both refuse the same values."""
     columns = ",\n  ".join(f"`{c.name}` {mysql_type(c)}" for c in kind.stored)
-    keys = ",\n  ".join(f"KEY {name} ({', '.join(f'`{c}`' for c in cols)})"
-                        for name, cols in indexes(kind))
-    return f"""CREATE TABLE IF NOT EXISTS `{kind.table}` (
-  cluster_id VARCHAR({KEY_LIMIT}) NOT NULL,
+    return f"""cluster_id VARCHAR({KEY_LIMIT}) NOT NULL,
   uid VARCHAR({KEY_LIMIT}) NOT NULL,
   {columns},
   resource_version BIGINT NOT NULL,
   checksum VARCHAR({CHECKSUM_LIMIT}) NOT NULL,
   query_at DATETIME(6) NOT NULL,
-  state ENUM('Active', 'Deleted') NOT NULL,
+  state ENUM('Active', 'Deleted') NOT NULL"""
+
+
+def mysql_create(kind: Kind) -> str:
+    """CREATE TABLE IF NOT EXISTS for `kind`, with its indexes inline."""
+    keys = ",\n  ".join(f"KEY {name} ({', '.join(f'`{c}`' for c in cols)})"
+                        for name, cols in indexes(kind))
+    return f"""CREATE TABLE IF NOT EXISTS `{kind.table}` (
+  {mysql_row_columns(kind)},
   PRIMARY KEY (cluster_id, uid),
   {keys}
 ) {MYSQL_TABLE_OPTIONS}"""
