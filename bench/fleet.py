@@ -95,11 +95,12 @@ class Scrape:
 class Instance:
     """`python -m synchronizer run` on a config naming `clusters` of the simulator."""
 
-    def __init__(self, sim: SimProcess, clusters: list[str], dsn: str, **sync: Any) -> None:
+    def __init__(self, sim: SimProcess, clusters: list[str], dsn: str, *,
+                 loop: str = "uvloop", **sync: Any) -> None:
         self.port, self.metric_port = free_port(), free_port()
         config = {
             "instance": {"id": "bench-fleet", "address": "127.0.0.1", "port": self.port,
-                         "metric_port": self.metric_port},
+                         "metric_port": self.metric_port, "event_loop": loop},
             "cmdb": {"dsn": dsn},
             "sync": {"full_sync_interval": 3600, **sync},
             "clusters": [{"id": c, "biz_id": 2, "server": sim.cluster_url(c)}
@@ -208,7 +209,7 @@ def measure_fleet(sim: SimProcess, args: argparse.Namespace, prefix: str) -> dic
     for n, cluster in enumerate(clusters):
         populate(sim, cluster, args.pods, seed=n)
     dsn = fresh_database(DATABASE)
-    inst = Instance(sim, clusters, dsn)
+    inst = Instance(sim, clusters, dsn, loop=args.loop, **args.sync)
     try:
         out: dict[str, Any] = {"clusters": args.clusters, "pods": args.pods,
                                "load": load()}
@@ -256,7 +257,7 @@ def measure_single(sim: SimProcess, args: argparse.Namespace, pods: int, prefix:
     cluster = f"{prefix}-one"
     populate(sim, cluster, pods, seed=99)
     dsn = fresh_database(DATABASE)
-    inst = Instance(sim, [cluster], dsn)
+    inst = Instance(sim, [cluster], dsn, loop=args.loop, **args.sync)
     try:
         out: dict[str, Any] = {"pods": pods, "first_sync_s": inst.wait_first_sync(args.timeout)}
         time.sleep(args.settle)
@@ -289,8 +290,13 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                   help="the instances' event loop (instance.event_loop)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a `sync` setting of the instances (repeatable), e.g. linger=0.1")
     args = p.parse_args()
+    args.sync = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in args.set)}
     results: dict[str, Any] = {"fleet": [], "single": [], "big": []}
     with SimProcess() as sim:
         for run in range(args.runs):

@@ -70,6 +70,9 @@ class InstanceSettings(_Strict):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API (/v1/topologies); unset: the admin"
         " API is off.")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="Event loop of `run`: uvloop (libuv; about half the CPU per"
+        " socket read of a fleet's watches) or the standard library's.")
 
 
 class ZooKeeperSettings(_Strict):
