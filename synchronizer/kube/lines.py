@@ -5,54 +5,73 @@ or deadlines, only that the API server writes one JSON document per line and tha
 may end anywhere, even in the middle of a line. A line longer than `max_line` (an etcd
 object is at most about 1.5 MB, so such a line is not an object) is dropped as it streams,
 without being held in memory, and reported through `on_oversized`. A last line without
-its newline (the server closed mid-stream) is still yielded: a whole event is usable, a
+its newline (the server closed mid-stream) is still given out: a whole event is usable, a
 torn one fails to parse one layer up and is skipped there.
+
+A plain object fed chunk by chunk, not an async generator: an idle fleet's watches each
+deliver a bookmark a second, one chunk apiece, and every generator layer a chunk passes
+through is a resumption per bookmark (docs/benchmarks.md, "Fleet").
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 
-async def iter_lines(
-    chunks: AsyncIterator[bytes], *, max_line: int, on_oversized: Callable[[], None]
-) -> AsyncIterator[bytes]:
-    """Yield the non-blank lines of a stream of byte chunks (without their newlines)."""
-    pending: list[bytes] = []
-    pending_size = 0
-    oversized = False
-    async for chunk in chunks:
+class LineFramer:
+    """Cuts a byte stream into its non-blank lines (without their newlines)."""
+
+    __slots__ = ("_max_line", "_on_oversized", "_oversized", "_pending", "_pending_size")
+
+    def __init__(self, *, max_line: int, on_oversized: Callable[[], None]) -> None:
+        self._max_line = max_line
+        self._on_oversized = on_oversized
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._oversized = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines this chunk completes."""
+        if not self._pending and not self._oversized and chunk.endswith(b"\n") \
+                and chunk.count(b"\n") == 1:
+            return [chunk[:-1]] if len(chunk) > 1 and not chunk.isspace() else []
+        lines: list[bytes] = []
         start = 0
         while True:
             end = chunk.find(b"\n", start)
             if end < 0:
                 rest = len(chunk) - start
-                if rest and not oversized:
-                    pending.append(chunk[start:] if start else chunk)
-                    pending_size += rest
-                    if pending_size > max_line:
-                        oversized = True
-                        pending.clear()
-                break
-            if oversized:
-                oversized = False
-                pending_size = 0
-                on_oversized()
+                if rest and not self._oversized:
+                    self._pending.append(chunk[start:] if start else chunk)
+                    self._pending_size += rest
+                    if self._pending_size > self._max_line:
+                        self._oversized = True
+                        self._pending.clear()
+                return lines
+            if self._oversized:
+                self._oversized = False
+                self._pending_size = 0
+                self._on_oversized()
                 start = end + 1
                 continue
-            if pending:
-                pending.append(chunk[start:end])
-                line = b"".join(pending)
-                pending.clear()
-                pending_size = 0
+            if self._pending:
+                self._pending.append(chunk[start:end])
+                line = b"".join(self._pending)
+                self._pending.clear()
+                self._pending_size = 0
             else:
                 line = chunk[start:end]
             start = end + 1
             if line and not line.isspace():
-                yield line
-    if oversized:
-        on_oversized()
-    elif pending:
-        line = b"".join(pending)
-        if not line.isspace():
-            yield line
+                lines.append(line)
+
+    def end(self) -> list[bytes]:
+        """What is left when the stream ends: a last line without its newline."""
+        if self._oversized:
+            self._oversized = False
+            self._on_oversized()
+            return []
+        line = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        return [line] if line and not line.isspace() else []

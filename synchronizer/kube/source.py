@@ -339,10 +339,11 @@ class KubeSource:
                                             f"watch line over {self.max_line} bytes"),
         )
         try:
-            async for line in lines:
-                event = decode(line)
-                if event is not None:
-                    yield event
+            async for chunk in lines:
+                for line in chunk:
+                    event = decode(line)
+                    if event is not None:
+                        yield event
         finally:
             await lines.aclose()
 
