@@ -276,25 +276,39 @@ class Instance:
         """Count a cluster's rows again when its reconcilers wrote since the last count, or
         every `COUNT_MAX_AGE` (a hand edit): an idle fleet costs no queries."""
         loop = asyncio.get_running_loop()
-        last: dict[ClusterId, tuple[int, float]] = {}
+        last: dict[ClusterId, tuple[dict[str, int], float]] = {}
         while True:
             owned = set(self.controller.clusters)
             self.counts.forget(owned)
             now = loop.time()
             for cluster in owned:
-                written = self._written(cluster)
+                kinds = self._kinds(cluster)
+                written = self._written(cluster, kinds)
                 seen = last.get(cluster)
-                if seen is None or seen[0] != written or now - seen[1] >= COUNT_MAX_AGE:
-                    await self.counts.of(cluster, self._kinds(cluster))
+                if seen is None or now - seen[1] >= COUNT_MAX_AGE:
+                    await self.counts.of(cluster, kinds)
                     last[cluster] = (written, now)
+                elif seen[0] != written:
+                    await self.counts.of(cluster, kinds, only={
+                        k for k, n in written.items() if seen[0].get(k) != n})
+                    last[cluster] = (written, seen[1])
             for cluster in set(last) - owned:
                 del last[cluster]
             await asyncio.sleep(COUNT_INTERVAL)
 
-    def _written(self, cluster: ClusterId) -> int:
+    def _written(self, cluster: ClusterId, kinds: Mapping[str, Kind]) -> dict[str, int]:
+        """Rows each kind's reconcilers of `cluster` have written so far."""
         running = self.controller.clusters.get(cluster)
         sup = running.supervisor if running is not None else None
-        return sum(r.written for r in sup.reconcilers.values()) if sup is not None else -1
+        if sup is None:
+            return {}
+        by_resource = {r.plural: name for name, kind in kinds.items() for r in kind.resources}
+        out: dict[str, int] = {}
+        for resource, rec in sup.reconcilers.items():
+            name = by_resource.get(resource)
+            if name is not None:
+                out[name] = out.get(name, 0) + rec.written
+        return out
 
     async def workloads(self, query: Mapping[str, str]) -> dict[str, Any]:
         """`GET /status/workloads?cluster=ID`: active pods grouped by owning workload."""

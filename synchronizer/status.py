@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -102,14 +102,22 @@ class RowCounts:
         self._metrics = metrics
         self._cache: dict[ClusterId, tuple[float, dict[str, int]]] = {}
 
-    async def of(self, cluster: ClusterId, kinds: Mapping[str, Kind]) -> dict[str, int]:
-        """Active rows of `cluster` per kind name (missing when the store is not up)."""
+    async def of(self, cluster: ClusterId, kinds: Mapping[str, Kind], *,
+                 only: Collection[str] | None = None) -> dict[str, int]:
+        """Active rows of `cluster` per kind name (missing when the store is not up).
+
+        With `only`, those kinds are counted again and the others keep their last counts
+        (a fleet's churn is mostly pods: recounting all eight kinds of every cluster that
+        wrote was 160 queries a second at 200 clusters)."""
         now = asyncio.get_running_loop().time()
         cached = self._cache.get(cluster)
-        if cached is not None and now - cached[0] < COUNT_TTL and set(cached[1]) == set(kinds):
+        fresh = cached is not None and set(cached[1]) == set(kinds)
+        if fresh and cached is not None and now - cached[0] < COUNT_TTL and only is None:
             return cached[1]
-        counts: dict[str, int] = {}
+        counts: dict[str, int] = dict(cached[1]) if fresh and cached is not None else {}
         for name, kind in kinds.items():
+            if only is not None and fresh and name not in only:
+                continue
             with contextlib.suppress(Exception):
                 counts[name] = await self._count(kind, cluster)
                 self._metrics.set("rows", {"cluster": cluster, "kind": name}, counts[name])
