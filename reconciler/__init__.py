@@ -12,7 +12,7 @@ Output: the store's rows. It imports no ZooKeeper, database or Kubernetes code; 
 """
 
 from ._checksum import TOMBSTONE, canonical, checksum
-from ._cluster import ClusterReconciler, NullMetrics
+from ._cluster import ClusterReconciler
 from ._errors import (
     Expired,
     Fenced,
@@ -25,6 +25,8 @@ from ._errors import (
     StoreError,
     Transient,
 )
+from ._leases import BatchedLeases, LeaseBatch
+from ._metrics import MetricChild, NullMetrics, bound
 from ._protocols import Clock, Leases, Metrics, Runnable, Source, Store
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
@@ -48,6 +50,7 @@ from ._writer import MultiStore, Scope, WriteGroup, Writer, WriterSettings
 __all__ = [
     "TOMBSTONE",
     "ApplyResult",
+    "BatchedLeases",
     "Bookmark",
     "Checksum",
     "Clock",
@@ -58,7 +61,9 @@ __all__ = [
     "Expired",
     "Fence",
     "Fenced",
+    "LeaseBatch",
     "Leases",
+    "MetricChild",
     "Metrics",
     "MultiStore",
     "NullMetrics",
@@ -87,6 +92,7 @@ __all__ = [
     "WriteGroup",
     "Writer",
     "WriterSettings",
+    "bound",
     "canonical",
     "checksum",
 ]

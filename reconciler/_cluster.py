@@ -58,6 +58,7 @@ from ._errors import (
     StoreError,
 )
 from ._gate import Gate
+from ._metrics import NullMetrics
 from ._protocols import Metrics, Source, Store
 from ._settings import ReconcilerSettings
 from ._status import Phase, ReconcilerStatus
@@ -82,19 +83,6 @@ def leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[ty
 def utcnow() -> datetime:
     """The default wall clock: aware UTC."""
     return datetime.now(UTC)
-
-
-class NullMetrics:
-    """Metrics that go nowhere, for embedding the engine without a metrics backend."""
-
-    def inc(self, name: str, labels: object, n: float = 1) -> None:
-        pass
-
-    def observe(self, name: str, labels: object, value: float) -> None:
-        pass
-
-    def set(self, name: str, labels: object, value: float) -> None:
-        pass
 
 
 class ClusterReconciler:

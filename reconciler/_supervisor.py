@@ -29,8 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ._backoff import Backoff
-from ._cluster import ClusterReconciler, NullMetrics, leaves
+from ._cluster import ClusterReconciler, leaves
 from ._errors import Fenced, StoreError
+from ._leases import next_beat
+from ._metrics import NullMetrics
 from ._protocols import Leases, Metrics
 from ._settings import ReconcilerSettings
 from ._status import Phase
@@ -164,8 +166,12 @@ class ClusterSupervisor:
 
     async def _keep(self) -> None:
         assert self._leases is not None and self._fence is not None
+        loop = asyncio.get_running_loop()
+        period = self.settings.lease_ttl / 3
         while True:
-            await asyncio.sleep(self.settings.lease_ttl / 3)
+            # On the instance's shared beat, not this cluster's own: every cluster renews
+            # at the same instants, so `BatchedLeases` sends one call for all of them.
+            await asyncio.sleep(next_beat(loop.time(), period))
             try:
                 held = await self._leases.acquire(self.cluster, self._fence,
                                                   self.settings.lease_ttl)

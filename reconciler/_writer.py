@@ -37,6 +37,7 @@ released with `QueueClosed`, and `Scope.fenced` resolved so its reconciler ends 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,7 @@ import xxhash
 
 from ._backoff import Backoff
 from ._errors import Fenced, QueueClosed, StoreError
+from ._metrics import MetricChild, bound
 from ._protocols import Metrics, Store
 from ._types import ApplyResult, ClusterId, Fence, ObjectKey, Record
 
@@ -134,6 +136,17 @@ class Scope:
         """(loop time of the first failure, last error) while its writes keep failing."""
         self.shown: tuple[int, int] = (-1, -1)
         """(parked, queued) as the gauges last showed them."""
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], MetricChild] = {}
+
+    def series(self, name: str, **extra: str) -> MetricChild:
+        """The metric series `name` of this scope (its labels plus `extra`), bound once:
+        delivering a batch updates a handful of them, and each record's lag."""
+        key = (name, tuple(extra.items()))
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = bound(self._writer.metrics, name,
+                                              {**self.labels, **extra})
+        return child
 
     @property
     def depth(self) -> int:
@@ -226,6 +239,8 @@ class _Shard:
     def __init__(self) -> None:
         self.pending: dict[tuple[int, ObjectKey], tuple[Scope, Record]] = {}
         self.ready = asyncio.Event()
+        self.full = asyncio.Event()
+        """Set when a lingering sender's batch has filled: it need not wait longer."""
 
     def take(self, n: int, scopes: int) -> list[tuple[Scope, Record]]:
         """The first `n` records in arrival order, from at most `scopes` scopes (a store
@@ -332,6 +347,8 @@ class Writer:
         scope.queued += 1
         self._used += 1
         shard.ready.set()
+        if len(shard.pending) >= self.settings.batch_size:
+            shard.full.set()
 
     def remove(self, scope: Scope, error: Fenced | None = None) -> None:
         """Close a scope: drop its queued records, release its producers and waiters."""
@@ -398,7 +415,13 @@ class Writer:
                 shard.ready.clear()
                 await shard.ready.wait()
             if len(shard.pending) < settings.batch_size and settings.linger > 0:
-                await asyncio.sleep(settings.linger)
+                # Linger for more, up to a full batch: a transaction's fixed cost (fences,
+                # round trips, the commit) is paid once for all it carries, and a quiet
+                # fleet's events are a few per cluster per second over many clusters.
+                shard.full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.linger):
+                        await shard.full.wait()
             taken = shard.take(settings.batch_size, settings.max_scopes)
             groups: dict[int, list[Record]] = {}
             scopes: dict[int, Scope] = {}
@@ -546,23 +569,21 @@ class Writer:
         scope.failing = None
         scope.failures = 0
         scope.backoff.reset()
-        self.metrics.observe("batch_duration_seconds", labels, elapsed)
-        self.metrics.inc("batches_total", {**labels, "result": "ok"})
+        scope.series("batch_duration_seconds").observe(elapsed)
+        scope.series("batches_total", result="ok").inc()
         now = scope.clock()
         deletes = sum(1 for r in records if r.deleted)
         op = "delete" if deletes == len(records) else "upsert" if deletes == 0 else "mixed"
         if outcome.written:
-            self.metrics.inc("writes_total", {**labels, "op": op, "result": "written"},
-                             outcome.written)
+            scope.series("writes_total", op=op, result="written").inc(outcome.written)
         if outcome.unchanged:
-            self.metrics.inc("writes_total", {**labels, "op": op, "result": "unchanged"},
-                             outcome.unchanged)
+            scope.series("writes_total", op=op, result="unchanged").inc(outcome.unchanged)
         for key, error in outcome.rejected:
-            self.metrics.inc("writes_total", {**labels, "op": op, "result": "rejected"})
+            scope.series("writes_total", op=op, result="rejected").inc()
             log.error("cluster %s: row %s rejected by the store: %s", scope.cluster, key, error)
         scope.written += outcome.written
         newest = max(r.query_at for r in records)
-        self.metrics.set("lag_seconds", labels, (now - newest).total_seconds())
+        scope.series("lag_seconds").set((now - newest).total_seconds())
+        observe = scope.series("event_to_row_seconds").observe
         for r in records:
-            self.metrics.observe("event_to_row_seconds", labels,
-                                 (now - r.query_at).total_seconds())
+            observe((now - r.query_at).total_seconds())

@@ -84,6 +84,8 @@ class MemoryStore:
         self.applied_batches = 0
         self.history: list[tuple[ObjectKey, int]] = []
         self.resets = 0
+        self.lease_calls = 0
+        """Calls of `acquire_many` (each one batch of acquisitions)."""
 
     async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
         """Stamps of every row of `cluster`."""
@@ -139,6 +141,12 @@ class MemoryStore:
             self.leases[cluster] = (fence, now + ttl)
             return True
         return False
+
+    async def acquire_many(self, requests: Sequence[tuple[ClusterId, Fence]],
+                           ttl: float) -> list[bool]:
+        """`acquire` for each request, in one call (`reconciler.LeaseBatch`)."""
+        self.lease_calls += 1
+        return [await self.acquire(cluster, fence, ttl) for cluster, fence in requests]
 
     async def release(self, cluster: ClusterId, fence: Fence) -> None:
         """Expire the lease if `fence` holds it; the row (and its epoch) stays."""

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
 from reconciler import (
+    BatchedLeases,
     ClusterId,
     ClusterReconciler,
     ClusterSupervisor,
@@ -91,6 +92,13 @@ class ClusterFactory:
         self._engine = reconciler_settings(settings)
         self.specs: dict[ClusterId, ClusterSpec] = {}
         """The spec each open cluster runs with (for /status)."""
+        self._leases: BatchedLeases | None = None
+
+    def leases(self, store: CmdbStore) -> BatchedLeases:
+        """The instance's leases over `store`: every cluster's renewals batched together."""
+        if self._leases is None or self._leases.store is not store:
+            self._leases = BatchedLeases(store)
+        return self._leases
 
     @contextlib.asynccontextmanager
     async def __call__(self, cluster: ClusterId, assigned: Assigned
@@ -121,7 +129,8 @@ class ClusterFactory:
         ]
         self.specs[cluster] = spec
         try:
-            yield ClusterSupervisor(cluster=cluster, reconcilers=reconcilers, leases=store,
+            yield ClusterSupervisor(cluster=cluster, reconcilers=reconcilers,
+                                    leases=self.leases(store),
                                     fence=assigned.fence, settings=self._engine,
                                     metrics=self._metrics)
         finally:

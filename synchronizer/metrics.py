@@ -211,6 +211,12 @@ class PrometheusMetrics:
                 metric.labels(**{k: labels[k] for k in names}) if names else metric)
         return child
 
+    def child(self, name: str, labels: Mapping[str, str]) -> Any:
+        """The labelled series itself (`reconciler.bound`), for a path that updates it
+        over and over. A cluster's gauges are dropped by `forget`: bind gauges only for as
+        long as the cluster runs here."""
+        return self._child(name, labels)
+
     def inc(self, name: str, labels: Mapping[str, str], n: float = 1) -> None:
         """Add `n` to a counter (or a gauge)."""
         self._child(name, labels).inc(n)

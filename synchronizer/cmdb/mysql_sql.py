@@ -71,15 +71,25 @@ def _act_repair(kind: Kind) -> str:
             f" IF(VALUES(state) = 'Active', 2, 3))")
 
 
-def upsert(kind: Kind, *, repair: bool = False) -> str:
-    """The conditional upsert of one row of `kind` (the decision is made once, see above)."""
+def upsert(kind: Kind, *, repair: bool = False, logged: bool = False) -> str:
+    """The conditional upsert of one row of `kind` (the decision is made once, see above).
+
+    `logged`: for a statement carrying many groups' rows (`MySQLStore.apply_groups`), each
+    row that hits an existing key appends to `@bk_log` whether it changed ('+' or '-') and
+    its group (`log_tag`), so each group's `ApplyResult` is read from one string, instead
+    of one statement and one read of the counters per group.
+    """
     first, second, *rest = (c.name for c in kind.stored)
     act = _act_repair(kind) if repair else _ACT
+    if logged:
+        count = (f"(@bk_log := CONCAT(@bk_log, IF(@bk_act > 0, '+', '-'), {log_tag(kind)},"
+                 f" CHAR(30))) IS NOT NULL")
+    else:
+        count = ("(@bk_dup := COALESCE(@bk_dup, 0) + 1) > 0"
+                 " AND (@bk_chg := COALESCE(@bk_chg, 0) + (@bk_act > 0)) >= 0")
     assignments = [
         f"`{first}` = IF((@bk_act := {act}) = 2, VALUES(`{first}`), `{first}`)",
-        f"`{second}` = IF((@bk_dup := COALESCE(@bk_dup, 0) + 1) > 0"
-        f" AND (@bk_chg := COALESCE(@bk_chg, 0) + (@bk_act > 0)) >= 0"
-        f" AND @bk_act = 2, VALUES(`{second}`), `{second}`)",
+        f"`{second}` = IF({count} AND @bk_act = 2, VALUES(`{second}`), `{second}`)",
         *(f"`{c}` = IF(@bk_act = 2, VALUES(`{c}`), `{c}`)" for c in rest),
         "state = IF(@bk_act >= 2, VALUES(state), state)",
         "checksum = IF(@bk_act >= 2, VALUES(checksum), checksum)",
@@ -91,6 +101,24 @@ def upsert(kind: Kind, *, repair: bool = False) -> str:
     columns = ", ".join(f"`{c}`" for c in names)
     return (f"INSERT INTO `{kind.table}` ({columns}) VALUES ({values})"
             f" ON DUPLICATE KEY UPDATE {', '.join(assignments)}")
+
+
+def log_tag(kind: Kind) -> str:
+    """The group of a row in `@bk_log`: its cluster, and its resource where the table holds
+    several (`kinds.descriptor`, discriminator); see `parse_log`."""
+    if kind.discriminator is None:
+        return "cluster_id"
+    return f"cluster_id, CHAR(31), VALUES(`{kind.discriminator}`)"
+
+
+def parse_log(log: str) -> dict[str, tuple[int, int]]:
+    """`@bk_log` read back: (rows that hit an existing key, of which changed) per tag."""
+    out: dict[str, tuple[int, int]] = {}
+    for entry in log.split("\x1e"):
+        if entry:
+            dup, chg = out.get(entry[1:], (0, 0))
+            out[entry[1:]] = (dup + 1, chg + (entry[0] == "+"))
+    return out
 
 
 def load_index(kind: Kind, *, discriminated: bool) -> str:

@@ -492,6 +492,13 @@ class SQLiteStore:
         """Take or renew `cluster`'s lease for `ttl` seconds; True when `fence` holds it."""
         return await self._writer.call(_acquire, cluster, fence, ttl)
 
+    async def acquire_many(self, requests: Sequence[tuple[ClusterId, Fence]],
+                           ttl: float) -> list[bool]:
+        """`acquire` for many clusters in one call of the writer thread."""
+        def job(conn: sqlite3.Connection) -> list[bool]:
+            return [_acquire(conn, cluster, fence, ttl) for cluster, fence in requests]
+        return await self._writer.call(job)
+
     async def release(self, cluster: ClusterId, fence: Fence) -> None:
         """Expire the lease if `fence` holds it: a successor need not wait; the epoch stays."""
         def job(conn: sqlite3.Connection) -> None:

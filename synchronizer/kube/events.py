@@ -19,7 +19,16 @@ from typing import Any
 import msgspec
 import orjson
 
-from reconciler import Bookmark, Event, Expired, Metrics, Record, SourceUnavailable
+from reconciler import (
+    Bookmark,
+    Event,
+    Expired,
+    Metrics,
+    NullMetrics,
+    Record,
+    SourceUnavailable,
+    bound,
+)
 from synchronizer.kinds import BadObject
 
 from .errors import excerpt, too_large
@@ -57,13 +66,15 @@ class EventDecoder:
         self._cluster = cluster
         self._project = project
         self._clock = clock
-        self._metrics = metrics
         self._skip = skip
-        self._labels = {t: {"cluster": cluster, "kind": kind, "type": t} for t in ALL_TYPES}
+        sink = metrics if metrics is not None else NullMetrics()
+        self._counters = {t: bound(sink, "events_total",
+                                   {"cluster": cluster, "kind": kind, "type": t})
+                          for t in ALL_TYPES}
+        self._bookmarks = self._counters["BOOKMARK"]
 
     def _count(self, type_: str) -> None:
-        if self._metrics is not None:
-            self._metrics.inc("events_total", self._labels[type_])
+        self._counters[type_].inc()
 
     def _change(self, type_: str, raw: bytes) -> Record | None:
         self._count(type_)
@@ -78,7 +89,7 @@ class EventDecoder:
             version = int(_BOOKMARK.decode(raw).metadata.resourceVersion)
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
             return None  # the general path below says what is wrong with it
-        self._count("BOOKMARK")
+        self._bookmarks.inc()
         return Bookmark(version)
 
     def decode(self, line: bytes) -> Event | None:

@@ -217,6 +217,44 @@ async def test_one_transaction_for_many_clusters_and_kinds_each_fenced_alone(cmd
     assert [k for k, _ in out[0].rejected] == ["a-n1"] and out[1] == ApplyResult(written=1)
 
 
+async def test_groups_sharing_a_table_are_counted_each_on_its_own(cmdb):
+    """Groups bound for one table go in one statement: each group's written / unchanged
+    counts stay its own, also for two resources of the workloads table in one cluster,
+    for a newer version with the same content, a stale one, and a repair record."""
+    from dataclasses import replace
+
+    from reconciler import WriteGroup
+
+    deployments, jobs = cmdb.table(WORKLOADS, DEPLOYMENT), cmdb.table(WORKLOADS, JOB)
+    pods = cmdb.table(PODS)
+
+    def dep(key: str, version: int, **f: Any) -> Record:
+        return record(WORKLOADS, key, version, kind="Deployment", namespace="ns", **f)
+
+    def job(key: str, version: int, **f: Any) -> Record:
+        return record(WORKLOADS, key, version, kind="Job", namespace="ns", replicas=None, **f)
+
+    await deployments.apply("a", [dep("d1", 1, name="web"), dep("d2", 1, name="api")])
+    await jobs.apply("a", [job("j1", 1, name="once")])
+    await pods.apply("b", [record(PODS, "p1", 1, name="p")])
+    groups = [
+        # d1 changed, d2 newer but the same content (unchanged), d3 new
+        WriteGroup("a", deployments, None, [dep("d1", 2, name="web2"), dep("d2", 2, name="api"),
+                                            dep("d3", 2, name="new")]),
+        # j1 stale (unchanged), j2 new
+        WriteGroup("a", jobs, None, [job("j1", 0, name="older"), job("j2", 2, name="x")]),
+        # p1 equal version and content, as a full sync's repair record: unchanged
+        WriteGroup("b", pods, None, [replace(record(PODS, "p1", 1, name="p"), repair=True)]),
+        WriteGroup("c", pods, None, [record(PODS, "p1", 1, name="other cluster")]),
+    ]
+    out = await cmdb.apply_groups(groups)
+    assert out == [ApplyResult(written=2, unchanged=1), ApplyResult(written=1, unchanged=1),
+                   ApplyResult(written=0, unchanged=1), ApplyResult(written=1)]
+    assert {r["uid"]: r["name"] for r in await deployments.rows("a")} == {
+        "d1": "web2", "d2": "api", "d3": "new"}
+    assert {r["uid"]: r["name"] for r in await jobs.rows("a")} == {"j1": "once", "j2": "x"}
+
+
 async def test_a_version_reset_is_fenced_keeps_content_and_lets_lower_versions_in(cmdb):
     """After a cluster's versions went backwards (rebuilt, etcd restored): every row of the
     view (this resource only) at version 0, Active rows with an empty checksum (so the

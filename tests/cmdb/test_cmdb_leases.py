@@ -135,3 +135,20 @@ async def _versions(store) -> list[int]:
         return [int(v) for (v,) in rows]
     return await store._reader.call(lambda conn: [v for (v,) in conn.execute(
         "SELECT version FROM schema_version ORDER BY version")])
+
+
+async def test_acquire_many_decides_each_lease_by_the_rule_of_one(store):
+    """The batched renewal (`acquire_many`) is the rule of `acquire`, row by row, in one
+    call: a free lease is taken, our own renewed, one held at a higher epoch refused, an
+    expired one retaken, and the answers come back in the order asked."""
+    assert await store.acquire("held-by-b", B2, 30)
+    assert await store.acquire("ours", A1, 30)
+    assert await store.acquire("expired", B1, 0)
+    before = (await store.lease("ours"))["expires_at"]
+    held = await store.acquire_many(
+        [("ours", A1), ("held-by-b", A1), ("free", A1), ("expired", A1)], 60)
+    assert held == [True, False, True, True]
+    assert (await store.lease("ours"))["expires_at"] > before
+    assert ((await store.lease("held-by-b"))["owner"], (await store.lease("free"))["owner"],
+            (await store.lease("expired"))["owner"]) == ("b", "a", "a")
+    assert await store.acquire_many([], 30) == []
