@@ -13,7 +13,7 @@ class ReconcilerSettings:
     """Sender coroutines; a key always goes to the same one, so its order is kept."""
     batch_size: int = 500
     """Most records one sender writes in one transaction."""
-    linger: float = 0.02
+    linger: float = 0.1
     """Seconds a sender waits for a batch to fill before writing what it has."""
     shard_capacity: int = 5000
     """Distinct pending keys per sender before producers wait (back-pressure)."""

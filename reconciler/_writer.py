@@ -67,7 +67,7 @@ class WriterSettings:
     """Sender coroutines; an object always goes to the same one, so its order is kept."""
     batch_size: int = 500
     """Most records one sender writes in one transaction."""
-    linger: float = 0.02
+    linger: float = 0.1
     """Seconds a sender waits for a batch to fill before writing what it has."""
     max_scopes: int = 32
     """Most scopes (one resource of one cluster each) a transaction carries (`_Shard.take`)."""

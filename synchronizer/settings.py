@@ -130,7 +130,9 @@ class SyncSettings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         500, description="Most rows written in one transaction.")
     linger: Annotated[float, Field(ge=0)] = Field(
-        0.02, description="Seconds a sender waits to fill a batch.")
+        0.1, description="Most seconds a sender waits for its batch to fill (it writes as"
+        " soon as the batch is full). A quiet fleet's events are a few per cluster per second"
+        " over many clusters: waiting gathers them into fewer transactions.")
     gate_capacity: Annotated[int, Field(ge=1)] = Field(
         100_000, description="Events one kind of one cluster may park during its full sync"
         " before another is scheduled.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +26,7 @@ def test_lines_survive_any_chunking(lines: list[bytes], cuts: list[int], torn: b
     if torn and lines:
         stream = stream[:-1]  # the server closed before the last newline
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
     got, dropped = frame(chunks)
     assert got == [line for line in lines if line and not line.isspace()]
     assert dropped == 0
