@@ -84,6 +84,9 @@ def bulk_insert_seconds(database: str, cluster: str, *, batch: int = 500) -> tup
 
     import asyncmy
 
+    from synchronizer.cmdb.rows import column_names
+    from synchronizer.kinds import PODS
+
     u = urlsplit(server_dsn())
 
     async def run() -> tuple[float, int]:
@@ -95,7 +98,10 @@ def bulk_insert_seconds(database: str, cluster: str, *, batch: int = 500) -> tup
                 await cur.execute("SET sql_notes = 0")  # no note for an absent table
                 await cur.execute("DROP TABLE IF EXISTS pods_bulk")
                 await cur.execute("CREATE TABLE pods_bulk LIKE pods")
-                await cur.execute("SELECT * FROM pods WHERE cluster_id = %s", (cluster,))
+                # every column the store writes (the generated content_sum is the server's)
+                columns = ", ".join(f"`{c}`" for c in column_names(PODS))
+                await cur.execute(f"SELECT {columns} FROM pods WHERE cluster_id = %s",
+                                  (cluster,))
                 rows = list(await cur.fetchall())
                 names = ", ".join(f"`{d[0]}`" for d in cur.description)
                 marks = ", ".join(["%s"] * len(cur.description))

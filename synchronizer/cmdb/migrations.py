@@ -13,7 +13,15 @@ from synchronizer.kinds import NAMESPACES, NODES, PODS, TRUNCATED, WORKLOADS, Co
 
 from .bkcmdb_schema import V3_OPS
 from .rows import CHECKSUM_LIMIT, KEY_LIMIT, OWNER_LIMIT
-from .schema import AddColumn, AddIndex, CreateKindTable, DropIndex, Migration, Sql
+from .schema import (
+    AddColumn,
+    AddContentSum,
+    AddIndex,
+    CreateKindTable,
+    DropIndex,
+    Migration,
+    Sql,
+)
 from .tables import MYSQL_TABLE_OPTIONS, index_name
 
 _V1_TEXT = {"namespace": 253, "name": 253, "set_name": 255, "module_name": 255,
@@ -154,5 +162,12 @@ is a deleted topology, its version kept so concurrent writers still serialise on
 leaves every registry is found again after a restart (`sync.on_cluster_removed`)."""
 
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4)
+V5 = Migration(5, "kind tables keep a stored content checksum (index loads compute none)",
+               tuple(AddContentSum(kind) for kind in (PODS, NAMESPACES, NODES, WORKLOADS)))
+"""Step 5: each kind table gets `content_sum` (`tables.CONTENT_SUM`), a stored generated
+column (MySQL/MariaDB; SQLite computes the checksum as it reads). Adding it rewrites the
+table once: about 2 s per 100,000 pods on MariaDB, at the first start of this release."""
+
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5)
 LATEST = MIGRATIONS[-1].version

@@ -47,19 +47,10 @@ from __future__ import annotations
 from synchronizer.kinds import Kind
 
 from .rows import BOOKKEEPING, column_names
-from .tables import MYSQL_TABLE_OPTIONS, mysql_row_columns
+from .tables import CONTENT_SUM, MYSQL_TABLE_OPTIONS, content_sum, mysql_row_columns
 
 _ACT = ("IF(VALUES(resource_version) <= resource_version OR VALUES(checksum) = checksum, 0,"
         " IF(VALUES(state) = 'Active', 2, 3))")
-
-
-def content_sum(kind: Kind, table: str = "") -> str:
-    """The server-side checksum of a stored row's columns (see the module docstring);
-    `table` qualifies the column names (an alias in a join)."""
-    at = f"{table}." if table else ""
-    parts = ", ".join(f"IFNULL({at}`{c.name}`, '')" if c.nullable else f"{at}`{c.name}`"
-                      for c in kind.stored)
-    return f"MD5(CONCAT_WS(CHAR(31), {parts}))"
 
 
 def _act_repair(kind: Kind) -> str:
@@ -130,7 +121,7 @@ def load_index(kind: Kind, *, discriminated: bool) -> str:
     where = "cluster_id = %s AND state = 'Active'"
     if discriminated:
         where += f" AND `{kind.discriminator}` = %s"
-    return (f"SELECT uid, resource_version, IF(checksum = {content_sum(kind)}, checksum, ''),"
+    return (f"SELECT uid, resource_version, IF(checksum = `{CONTENT_SUM}`, checksum, ''),"
             f" state FROM `{kind.table}` WHERE {where}")
 
 

@@ -22,7 +22,15 @@ from reconciler import StoreError
 from synchronizer.kinds import Column, Kind
 
 from .rows import db_time
-from .tables import indexes, mysql_create, mysql_type, sqlite_create, sqlite_type
+from .tables import (
+    CONTENT_SUM,
+    indexes,
+    mysql_content_sum_column,
+    mysql_create,
+    mysql_type,
+    sqlite_create,
+    sqlite_type,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,13 +68,21 @@ class DropIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class AddContentSum:
+    """MySQL: add a kind table's stored content checksum (`tables.CONTENT_SUM`) unless it is
+    there (a table created since has it). SQLite computes the checksum where it reads it."""
+
+    kind: Kind
+
+
+@dataclass(frozen=True, slots=True)
 class CreateKindTable:
     """Create a kind's table and indexes from its descriptor (IF NOT EXISTS)."""
 
     kind: Kind
 
 
-Op = Sql | AddColumn | AddIndex | DropIndex | CreateKindTable
+Op = Sql | AddColumn | AddIndex | DropIndex | CreateKindTable | AddContentSum
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +141,12 @@ async def _mysql_op(cur: Any, op: Op) -> None:
                              " = %s", (op.table, op.column.name)):
             await cur.execute(f"ALTER TABLE `{op.table}` ADD COLUMN `{op.column.name}`"
                               f" {mysql_type(op.column)}")
+    elif isinstance(op, AddContentSum):
+        if not await _exists(cur, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE"
+                             " TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME"
+                             " = %s", (op.kind.table, CONTENT_SUM)):
+            await cur.execute(f"ALTER TABLE `{op.kind.table}` ADD COLUMN"
+                              f" {mysql_content_sum_column(op.kind)}")
     elif isinstance(op, AddIndex | DropIndex):
         present = await _exists(cur, "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE"
                                 " TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND INDEX_NAME"

@@ -59,12 +59,36 @@ def mysql_row_columns(kind: Kind) -> str:
   state ENUM('Active', 'Deleted') NOT NULL"""
 
 
+CONTENT_SUM = "content_sum"
+"""A kind table's stored generated column: the MD5 of the row's stored columns as they are
+now, which the server keeps current through any write, ours or an operator's. A row whose
+`checksum` differs from it was edited behind our back (`mysql_sql`, "Rows edited behind
+our back"); reading the column, an index load costs no MD5 per row (a 100,000-row index:
+0.27 → 0.10 s of the server's time). A change of a kind's stored columns must rebuild it
+(a migration step)."""
+
+
+def content_sum(kind: Kind, table: str = "") -> str:
+    """The server-side checksum of a stored row's columns, the same as
+    `kinds.descriptor.row_checksum`; `table` qualifies the column names (an alias)."""
+    at = f"{table}." if table else ""
+    parts = ", ".join(f"IFNULL({at}`{c.name}`, '')" if c.nullable else f"{at}`{c.name}`"
+                      for c in kind.stored)
+    return f"MD5(CONCAT_WS(CHAR(31), {parts}))"
+
+
+def mysql_content_sum_column(kind: Kind) -> str:
+    """The definition of `CONTENT_SUM` for `kind`'s table."""
+    return f"`{CONTENT_SUM}` CHAR(32) AS ({content_sum(kind)}) STORED"
+
+
 def mysql_create(kind: Kind) -> str:
     """CREATE TABLE IF NOT EXISTS for `kind`, with its indexes inline."""
     keys = ",\n  ".join(f"KEY {name} ({', '.join(f'`{c}`' for c in cols)})"
                         for name, cols in indexes(kind))
     return f"""CREATE TABLE IF NOT EXISTS `{kind.table}` (
   {mysql_row_columns(kind)},
+  {mysql_content_sum_column(kind)},
   PRIMARY KEY (cluster_id, uid),
   {keys}
 ) {MYSQL_TABLE_OPTIONS}"""
