@@ -307,9 +307,7 @@ class MySQLStore:
                 out.append(fenced[group.cluster])
                 continue
             table = _table(group)
-            tag = group.cluster
-            if table.kind.discriminator is not None:
-                tag += "\x1f" + str(table.fixed[table.kind.discriminator])
+            tag = mysql_sql.group_tag(table.kind, group.cluster, table.fixed)
             existing, changed = found.get(tag, (0, 0))
             written = len(records) - existing + changed
             out.append(ApplyResult(written=written, unchanged=len(records) - written))

@@ -44,6 +44,8 @@ shaped like the kind's (`stage_create`, made once per session), then
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from synchronizer.kinds import Kind
 
 from .rows import BOOKKEEPING, column_names
@@ -95,11 +97,21 @@ def upsert(kind: Kind, *, repair: bool = False, logged: bool = False) -> str:
 
 
 def log_tag(kind: Kind) -> str:
-    """The group of a row in `@bk_log`: its cluster, and its resource where the table holds
-    several (`kinds.descriptor`, discriminator); see `parse_log`."""
+    """The group of a row in `@bk_log`: its table, its cluster, and its resource where the
+    table holds several (`kinds.descriptor`, discriminator); `group_tag` is the same
+    string made on the client. One transaction's log spans every table it writes."""
+    tag = f"'{kind.table}', CHAR(31), cluster_id"
     if kind.discriminator is None:
-        return "cluster_id"
-    return f"cluster_id, CHAR(31), VALUES(`{kind.discriminator}`)"
+        return tag
+    return f"{tag}, CHAR(31), VALUES(`{kind.discriminator}`)"
+
+
+def group_tag(kind: Kind, cluster: str, fixed: Mapping[str, object]) -> str:
+    """`log_tag` of a group's rows, made from the group (see `parse_log`)."""
+    tag = f"{kind.table}\x1f{cluster}"
+    if kind.discriminator is None:
+        return tag
+    return f"{tag}\x1f{fixed[kind.discriminator]}"
 
 
 def parse_log(log: str) -> dict[str, tuple[int, int]]:

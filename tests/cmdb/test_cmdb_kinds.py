@@ -220,7 +220,8 @@ async def test_one_transaction_for_many_clusters_and_kinds_each_fenced_alone(cmd
 async def test_groups_sharing_a_table_are_counted_each_on_its_own(cmdb):
     """Groups bound for one table go in one statement: each group's written / unchanged
     counts stay its own, also for two resources of the workloads table in one cluster,
-    for a newer version with the same content, a stale one, and a repair record."""
+    for two tables of one cluster, for a newer version with the same content, a stale
+    one, and a repair record."""
     from dataclasses import replace
 
     from reconciler import WriteGroup
@@ -237,6 +238,8 @@ async def test_groups_sharing_a_table_are_counted_each_on_its_own(cmdb):
     await deployments.apply("a", [dep("d1", 1, name="web"), dep("d2", 1, name="api")])
     await jobs.apply("a", [job("j1", 1, name="once")])
     await pods.apply("b", [record(PODS, "p1", 1, name="p")])
+    nodes = cmdb.table(NODES)
+    await nodes.apply("b", [record(NODES, "n1", 1, name="n")])
     groups = [
         # d1 changed, d2 newer but the same content (unchanged), d3 new
         WriteGroup("a", deployments, None, [dep("d1", 2, name="web2"), dep("d2", 2, name="api"),
@@ -246,10 +249,13 @@ async def test_groups_sharing_a_table_are_counted_each_on_its_own(cmdb):
         # p1 equal version and content, as a full sync's repair record: unchanged
         WriteGroup("b", pods, None, [replace(record(PODS, "p1", 1, name="p"), repair=True)]),
         WriteGroup("c", pods, None, [record(PODS, "p1", 1, name="other cluster")]),
+        # another table of cluster b in the same transaction: its counts stay its own
+        WriteGroup("b", nodes, None, [record(NODES, "n1", 2, name="n2")]),
     ]
     out = await cmdb.apply_groups(groups)
     assert out == [ApplyResult(written=2, unchanged=1), ApplyResult(written=1, unchanged=1),
-                   ApplyResult(written=0, unchanged=1), ApplyResult(written=1)]
+                   ApplyResult(written=0, unchanged=1), ApplyResult(written=1),
+                   ApplyResult(written=1)]
     assert {r["uid"]: r["name"] for r in await deployments.rows("a")} == {
         "d1": "web2", "d2": "api", "d3": "new"}
     assert {r["uid"]: r["name"] for r in await jobs.rows("a")} == {"j1": "once", "j2": "x"}

@@ -214,6 +214,24 @@ async def test_a_waiting_key_coalesces_to_its_newest_version() -> None:
     task.cancel()
 
 
+async def test_linger_is_a_bound_a_full_batch_is_written_at_once() -> None:
+    """A sender lingers for a fuller batch, but no longer than it takes to fill: with an
+    hour of linger, a batch that fills is written now, and what is left waits."""
+    store = GroupStore()
+    writer = writer_for(store, linger=3600, batch_size=4)
+    task = asyncio.create_task(writer.run())
+    scope = scope_of(writer, store, "c")
+    await scope.put(rec("a", 1))
+    await asyncio.sleep(0)  # the sender starts lingering on one record
+    for key in ("b", "c", "d", "e"):
+        await scope.put(rec(key, 1))
+    while len(store.history) < 4:
+        await asyncio.sleep(0.001)
+    assert sorted(k for k, _ in store.history) == ["a", "b", "c", "d"]
+    assert writer.queued == 1  # "e" lingers for company
+    task.cancel()
+
+
 async def test_one_transaction_carries_many_clusters_and_a_fenced_one_stays_alone() -> None:
     store = GroupStore()
     store.fenced.add("x")
