@@ -111,12 +111,13 @@ class RowCounts:
         wrote was 160 queries a second at 200 clusters)."""
         now = asyncio.get_running_loop().time()
         cached = self._cache.get(cluster)
-        fresh = cached is not None and set(cached[1]) == set(kinds)
-        if fresh and cached is not None and now - cached[0] < COUNT_TTL and only is None:
-            return cached[1]
-        counts: dict[str, int] = dict(cached[1]) if fresh and cached is not None else {}
+        kept = cached[1] if cached is not None and set(cached[1]) == set(kinds) else None
+        if kept is not None and cached is not None and now - cached[0] < COUNT_TTL \
+                and only is None:
+            return kept
+        counts: dict[str, int] = dict(kept) if kept is not None else {}
         for name, kind in kinds.items():
-            if only is not None and fresh and name not in only:
+            if only is not None and kept is not None and name not in only:
                 continue
             with contextlib.suppress(Exception):
                 counts[name] = await self._count(kind, cluster)

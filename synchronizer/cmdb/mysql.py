@@ -490,38 +490,28 @@ class MySQLStore:
     # -- leases and the rest ------------------------------------------------------------------
 
     async def acquire(self, cluster: ClusterId, fence: Fence, ttl: float) -> bool:
-        """Take or renew `cluster`'s lease for `ttl` seconds of the server's clock.
-
-        One conditional upsert decides (`_ACQUIRE`), or on the staged formulation a claim
-        of an absent lease and a conditional UPDATE (`_CLAIM`, `_TAKE`); the row read back
-        in the same transaction says who holds it.
-        """
-        micros = int(max(ttl, 0.0) * 1_000_000)
-        owner, epoch = fence.owner, fence.epoch
-        async with self.conn.guard(f"lease {cluster}"), self.conn.transaction() as cur:
-            if self.upsert == "staged":
-                await cur.execute(_CLAIM, (cluster, owner, epoch, micros))
-                if cur.rowcount != 1:
-                    await cur.execute(_TAKE, (owner, epoch, micros, cluster, epoch, owner,
-                                              epoch, epoch, epoch))
-            else:
-                await cur.execute(_ACQUIRE, (cluster, owner, epoch, micros))
-            await cur.execute("SELECT owner, epoch FROM leases WHERE cluster_id = %s", (cluster,))
-            row = await cur.fetchone()
-        return row is not None and (row[0], row[1]) == (fence.owner, fence.epoch)
+        """Take or renew `cluster`'s lease for `ttl` seconds of the server's clock (one
+        request of `acquire_many`)."""
+        (held,) = await self.acquire_many([(cluster, fence)], ttl)
+        return held
 
     async def acquire_many(self, requests: Sequence[tuple[ClusterId, Fence]],
                            ttl: float) -> list[bool]:
-        """`acquire` for many clusters in one transaction: one bulk conditional upsert (the
-        rule is decided row by row, as for one) and one read of who holds each lease; rows
-        are locked in cluster order, as the writer's fence check locks them."""
+        """`acquire` for many clusters in one transaction; rows are locked in cluster
+        order, as the writer's fence check locks them.
+
+        One bulk conditional upsert decides each lease row by row (`_ACQUIRE`), or on the
+        staged formulation a claim of an absent lease and a conditional UPDATE per cluster
+        (`_CLAIM`, `_TAKE`); the rows read back in the same transaction say who holds each.
+        """
         if not requests:
             return []
         micros = int(max(ttl, 0.0) * 1_000_000)
         ordered = sorted(requests, key=lambda r: r[0])
         clusters = sorted({c for c, _ in requests})
-        async with self.conn.guard(f"leases of {len(clusters)} clusters"), \
-                self.conn.transaction() as cur:
+        what = f"lease {clusters[0]}" if len(clusters) == 1 else \
+            f"leases of {len(clusters)} clusters"
+        async with self.conn.guard(what), self.conn.transaction() as cur:
             if self.upsert == "staged":
                 for cluster, fence in ordered:
                     await cur.execute(_CLAIM, (cluster, fence.owner, fence.epoch, micros))

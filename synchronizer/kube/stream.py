@@ -9,9 +9,9 @@ iterator: one coroutine call per chunk instead of three generator resumptions.
 Silence is bounded: a stream that delivers nothing at all — no event, no bookmark — for
 `inactivity` seconds is dead even if its TCP connection looks alive (a proxy that stopped
 forwarding, a half-open socket), and ends with `Stalled`, so the reconnecting loop above
-reopens it. The bound is a watchdog
-that looks a few times per `inactivity` whether bytes arrived or lines were consumed since
-(a slow consumer holding the stream back is not silence). Not aiohttp's socket read
+reopens it. The bound is a watchdog that looks a few times per `inactivity` whether bytes
+arrived or lines were consumed since (a slow consumer holding the stream back is not
+silence). Not aiohttp's socket read
 timeout: that one replaces a loop timer at every chunk, and with a fleet's thousands of
 watches bookmarking each second the timers were a fifth of the instance's idle CPU.
 """
