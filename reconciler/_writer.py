@@ -136,6 +136,8 @@ class Scope:
         """(loop time of the first failure, last error) while its writes keep failing."""
         self.shown: tuple[int, int] = (-1, -1)
         """(parked, queued) as the gauges last showed them."""
+        self.lagging = False
+        """A delivered batch set the lag gauge, and no tick has since shown the scope idle."""
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], MetricChild] = {}
 
     def series(self, name: str, **extra: str) -> MetricChild:
@@ -393,20 +395,27 @@ class Writer:
                 self.remove(scope)
 
     async def _gauges(self) -> None:
-        """Once a second, the queue gauges of every scope whose figures changed (one task
-        for the whole instance: a timer per reconciler was most of an idle fleet's CPU);
-        lag reads 0 while nothing of a scope waits to be written."""
-        metrics = self.metrics
+        """Once a second, `show_gauges` (one task for the whole instance: a timer per
+        reconciler was most of an idle fleet's CPU)."""
         while True:
-            for scope in list(self._scopes.values()):
-                shown = (scope._parked, scope.queued)
-                if shown != scope.shown:
-                    metrics.set("parked_events", scope.labels, shown[0])
-                    metrics.set("sender_queue_depth", scope.labels, shown[1])
-                    if shown == (0, 0) and scope.inflight == 0:
-                        metrics.set("lag_seconds", scope.labels, 0)
-                    scope.shown = shown
+            self.show_gauges()
             await asyncio.sleep(GAUGE_PERIOD)
+
+    def show_gauges(self) -> None:
+        """Set the queue gauges of every scope whose figures changed since the last call;
+        lag reads 0 once nothing of a scope waits to be written or is in flight."""
+        metrics = self.metrics
+        for scope in list(self._scopes.values()):
+            shown = (scope._parked, scope.queued)
+            if shown != scope.shown:
+                metrics.set("parked_events", scope.labels, shown[0])
+                metrics.set("sender_queue_depth", scope.labels, shown[1])
+                scope.shown = shown
+            if scope.lagging and shown == (0, 0) and scope.inflight == 0:
+                # (its own flag, not a change of `shown`: a batch in flight at one call
+                # and delivered before the next changes neither figure)
+                metrics.set("lag_seconds", scope.labels, 0)
+                scope.lagging = False
 
     async def _send(self, shard: _Shard) -> None:
         settings = self.settings
@@ -584,6 +593,7 @@ class Writer:
         scope.written += outcome.written
         newest = max(r.query_at for r in records)
         scope.series("lag_seconds").set((now - newest).total_seconds())
+        scope.lagging = True
         observe = scope.series("event_to_row_seconds").observe
         for r in records:
             observe((now - r.query_at).total_seconds())
