@@ -8,6 +8,7 @@ The dashboard and alert-rule tests compare their metric names with this catalogu
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -179,6 +180,8 @@ class PrometheusMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._of_cluster: dict[str, set[tuple[str, tuple[tuple[str, str], ...]]]] = {}
+        """The keys of `_children` per cluster label: `forget` touches only its own."""
         for short, spec in CATALOGUE.items():
             name = PREFIX + short
             if spec.kind == "counter":
@@ -209,6 +212,9 @@ class PrometheusMetrics:
             metric, names = self._metrics[name], CATALOGUE[name].labels
             child = self._children[key] = (
                 metric.labels(**{k: labels[k] for k in names}) if names else metric)
+            cluster = labels.get("cluster")
+            if cluster is not None:
+                self._of_cluster.setdefault(cluster, set()).add(key)
         return child
 
     def child(self, name: str, labels: Mapping[str, str]) -> Any:
@@ -231,7 +237,9 @@ class PrometheusMetrics:
 
     def remove(self, name: str, labels: Mapping[str, str]) -> None:
         """Drop one labelled series (a gauge about something no longer here)."""
-        self._children.pop((name, tuple(labels.items())), None)
+        key = (name, tuple(labels.items()))
+        if self._children.pop(key, None) is not None and "cluster" in labels:
+            self._of_cluster.get(labels["cluster"], set()).discard(key)
         try:
             self._metrics[name].remove(*(labels[k] for k in CATALOGUE[name].labels))
         except KeyError:
@@ -245,16 +253,17 @@ class PrometheusMetrics:
         there after the stand-down the fencing caused (series are bounded by the clusters
         this process ever owned).
         """
-        for short, spec in CATALOGUE.items():
-            if "cluster" not in spec.labels or spec.kind != "gauge":
-                continue
-            metric = self._metrics[short]
-            for labelvalues in list(metric._metrics):
-                if dict(zip(spec.labels, labelvalues, strict=True)).get("cluster") == cluster:
-                    metric.remove(*labelvalues)
-        # a removed child must not be reused: a later set would go to a detached series
-        self._children = {k: v for k, v in self._children.items()
-                          if dict(k[1]).get("cluster") != cluster}
+        # Only this cluster's own series: scanning every series per cluster made stopping
+        # (or handing over) n clusters O(n^2), seconds of a blocked loop at a few hundred.
+        for key in self._of_cluster.pop(cluster, ()):
+            # a removed child must not be reused: a later set would go to a detached series
+            self._children.pop(key, None)
+            name, labels = key
+            spec = CATALOGUE[name]
+            if spec.kind == "gauge" and "cluster" in spec.labels:
+                values = dict(labels)
+                with contextlib.suppress(KeyError):  # two label sets, one series
+                    self._metrics[name].remove(*(values[k] for k in spec.labels))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format (what promtool checks)."""
