@@ -13,6 +13,8 @@ instance writes to a fresh MariaDB database. Measured, in one run:
   churn, pods), CPU seconds of the instance per 1,000 events and the event → row lag
   (p50/p99 from the `event_to_row_seconds` histogram: observation to commit, so bucket
   resolution);
+- **stop**: seconds from SIGTERM until the instance exited (every cluster stood down, its
+  leases released); a Pod has 30 s by default before the kubelet kills it;
 - **reference, same run**: an instance with ONE cluster of M pods (RSS, and the CPU per
   event of a burst: `--burst` changes made as fast as the simulator can), and ONE cluster
   of N*M pods (its first full sync): the targets of the fleet issue are ratios to these.
@@ -150,17 +152,23 @@ class Instance:
         self._log.flush()
         return (Path(self._dir.name) / "instance.log").read_text()[-3000:]
 
-    def close(self) -> None:
+    def close(self) -> float | None:
+        """SIGTERM, and the seconds until the instance exited (None: it had, or was
+        killed after 120 s). A Pod gets 30 s by default before the kubelet kills it."""
         self.http.close()
+        took = None
         if self.proc.poll() is None:
+            sent = time.monotonic()
             self.proc.terminate()
             try:
                 self.proc.wait(120)
+                took = time.monotonic() - sent
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
         self._dir.cleanup()
+        return took
 
 
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -245,6 +253,7 @@ def measure_fleet(sim: SimProcess, args: argparse.Namespace, prefix: str) -> dic
                        lag_p50_s=quantile(hist0, hist, 0.5),
                        lag_p99_s=quantile(hist0, hist, 0.99),
                        rss_steady_mib=rss_mib(inst.proc.pid))
+        out["stop_s"] = inst.close()
         return out
     finally:
         inst.close()
