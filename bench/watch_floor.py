@@ -4,8 +4,8 @@ Why this exists: an idle fleet's CPU is bookmarks (the fleet issue's pessimistic
 every watch bookmarks each second), and each bookmark is a network chunk of its own on
 its own connection. How much of a bookmark's cost is ours, how much the HTTP client's, and
 how much any client on this event loop must pay, decides where a cut can come from
-(docs/benchmarks.md "Fleet: the bookmark floor"). Three readers of the same watches, in
-this process, on uvloop (what `synchronizer run` uses):
+(docs/benchmarks.md "The bookmark floor and stopping a fleet"). Three readers of the
+same watches, in this process, on uvloop (what `synchronizer run` uses):
 
 - **ours**: `KubeSource.watch` consumed the way the engine's watch loop does (framing,
   typed decode, the bookmark counter, the `Bookmark` handed up);
