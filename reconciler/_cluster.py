@@ -135,6 +135,8 @@ class ClusterReconciler:
         self._last_list: tuple[int, int] | None = None  # (start index, version)
         self._seen_version = 0
         self._progress = asyncio.Event()
+        self._wanted = 0  # the highest version a `received()` caller waits for
+        self._prompt: Callable[[int], None] | None = None  # the open stream's, if it has one
         self._error_logged: str | None = None
         self._verified = False  # a full sync of this run has checked every row
 
@@ -194,9 +196,17 @@ class ClusterReconciler:
             return self._generation
 
     async def received(self, version: int) -> None:
-        """Wait until the watch (or a list) has passed `version`; it may not be written yet."""
+        """Wait until the watch (or a list) has passed `version`; it may not be written yet.
+
+        A stream may hold bookmarks back (see `Source.watch`); it is prompted to hand over
+        what it holds, since a bookmark may be the only thing that reaches `version`.
+        """
         while self._seen_version < version:
             self._progress.clear()
+            if version > self._wanted:
+                self._wanted = version
+            if self._prompt is not None:
+                self._prompt(version)
             await self._progress.wait()
 
     async def caught_up(self, version: int) -> None:
@@ -433,6 +443,7 @@ class ClusterReconciler:
         self._metrics.inc("version_resets_total", self._labels)
         self.status.version_resets += 1
         self._seen_version = 0  # progress is counted in the new incarnation's versions
+        self._wanted = 0
         self.scope.forget_versions()
         rows = await self._store.reset_versions(self.cluster, fence=self._fence)
         log.warning("%s: versions of %d rows reset to 0", self._name, rows)
@@ -463,6 +474,9 @@ class ClusterReconciler:
             failing = self._error_logged is not None and self._error_logged.startswith("watch")
             try:
                 stream = self._source.watch(version)
+                self._prompt = getattr(stream, "prompt", None)
+                if self._prompt is not None and self._wanted > version:
+                    self._prompt(self._wanted)
                 try:
                     async for event in stream:
                         if failing:
@@ -479,6 +493,7 @@ class ClusterReconciler:
                         await self._gate.put(event)
                         self._mark_progress(version)
                 finally:
+                    self._prompt = None
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
                         await aclose()

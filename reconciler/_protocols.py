@@ -42,7 +42,13 @@ class Source(Protocol):
         ...
 
     def watch(self, since: int) -> AsyncIterator[Event]:
-        """Yield changes and bookmarks after `since`; return when the server ends the stream."""
+        """Yield changes and bookmarks after `since`; return when the server ends the stream.
+
+        A stream may hold back bookmarks (an idle watch of a busy cluster receives one a
+        second, and waking the reader for each costs more than the rest of its work) as
+        long as it hands over the newest before it ends or fails. Such a stream has a
+        `prompt(version)` method: someone waits for `version`, hand over what you hold.
+        """
         ...
 
 

@@ -2,9 +2,10 @@
 
 `connection` turns a cluster's settings (server URL, kubeconfig, in-cluster service
 account) into credentials; `client` holds one shared aiohttp session per cluster; `source`
-lists and watches one resource through it (framing in `lines`, one stream in `stream`,
-events in `events`), projecting objects with the kind's projection from
-`synchronizer.kinds`, never the kubernetes model classes.
+lists one resource through it and watches it (the request in `wire`, parsed by httptools
+in the protocol's callback; framing in `lines`, events in `events`, the queue between
+socket and engine in `feed`, one stream in `stream`), projecting objects with the kind's
+projection from `synchronizer.kinds`, never the kubernetes model classes.
 """
 
 from .client import ClusterClient, probe

@@ -3,8 +3,10 @@
 A cluster synced for every kind holds eight watches (pods, nodes, namespaces and five
 workload resources) plus the lists of its full syncs. Sharing one client per cluster
 means one credential load (an exec plugin runs once, not eight times), one TLS context and
-one connection pool, sized so that every watch can hold its connection while lists still
-get one (`watches` + `LIST_CONNECTIONS`).
+one connection pool. Watches normally open connections of their own (`stream`, `wire`:
+design 010) with the credentials they get here (`credentials()`); behind an HTTP proxy
+they go through this pool too, which is sized so that every watch can hold its
+connection while lists still get one (`watches` + `LIST_CONNECTIONS`).
 
 Why aiohttp here, and httpx elsewhere: this is the hot path of an instance owning hundreds
 of clusters. Measured on this machine (`bench/kube_wire.py`, docs/benchmarks.md
@@ -93,6 +95,15 @@ class ClusterClient:
                     headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
             assert self._session is not None and self._creds is not None
             return self._session, self._creds
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to connect and get an answer's headers."""
+        return self._connect_timeout
+
+    async def credentials(self) -> Credentials:
+        """The cluster's credentials, loaded on first use (raises `SourceUnavailable`)."""
+        return (await self._open())[1]
 
     @asynccontextmanager
     async def request(self, path: str, params: Mapping[str, str], *,

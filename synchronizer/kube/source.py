@@ -6,10 +6,11 @@ client and hand each object's raw JSON bytes to the kind's projection; the kuber
 client's model classes cost ~100x more per object than the whole sync (DESIGN §4, §6). The
 resource is a parameter: the same code lists Pods, Nodes or CronJobs.
 
-The watch is layered as kopf's is: `lines` frames the byte stream, `stream` holds one HTTP
-watch open under an inactivity bound, `events` turns a line into an engine event, and the
-reconnecting loop is the engine's (`ClusterReconciler._watch_loop`), which reopens from the
-last version seen.
+The watch is layered as kopf's is: `wire` sends the request and parses the answer as it
+arrives, `lines` frames the byte stream, `events` turns a line into an engine event,
+`feed` queues them for the reader (bookmarks held back), `stream` holds one watch open
+under an inactivity bound, and the reconnecting loop is the engine's
+(`ClusterReconciler._watch_loop`), which reopens from the last version seen.
 
 Failure mapping, so the engine can recover without losing an event:
 - HTTP 410 (a list's continue token or a watch's version is gone), or a watch ERROR event
@@ -38,7 +39,6 @@ import aiohttp
 import msgspec
 
 from reconciler import (
-    Event,
     Expired,
     Metrics,
     ObjectKey,
@@ -53,7 +53,8 @@ from .client import READ_TIMEOUT, ClusterClient
 from .connection import KubeConfigError
 from .errors import excerpt, http_error, transport_error
 from .events import EventDecoder
-from .stream import watch_lines
+from .feed import BOOKMARK_EVERY
+from .stream import WatchStream
 
 MAX_LINE = 16 * 1024 * 1024
 """Longest watch line kept (an etcd object is at most ~1.5 MB); longer ones are skipped."""
@@ -122,6 +123,7 @@ class KubeSource:
         watch_timeout: int = 300,
         inactivity: float | None = None,
         max_line: int = MAX_LINE,
+        bookmark_every: float = BOOKMARK_EVERY,
         clock: Callable[[], datetime] = _utcnow,
         metrics: Metrics | None = None,
         logger: logging.Logger | None = None,
@@ -138,6 +140,7 @@ class KubeSource:
         # so silence a little longer than the stream's own lifetime means a dead stream.
         self.inactivity = float(inactivity if inactivity is not None else watch_timeout + 30)
         self.max_line = max_line
+        self.bookmark_every = bookmark_every
         self._clock = clock
         self._metrics = metrics
         self._log = logger or logging.getLogger(__name__)
@@ -322,30 +325,23 @@ class KubeSource:
 
     # -- watch --------------------------------------------------------------------------
 
-    async def watch(self, since: int) -> AsyncIterator[Event]:
-        """Yield changes and bookmarks after `since`; return when the server ends the stream."""
+    def watch(self, since: int) -> WatchStream:
+        """Changes and bookmarks after `since` (bookmarks handed over lazily: see
+        `feed`); the iteration ends when the server ends the stream."""
         params = {
             "watch": "1",
             "allowWatchBookmarks": "true",
             "resourceVersion": str(since),
             "timeoutSeconds": str(self.watch_timeout),
         }
-        decode = self._events.decode
-        lines = watch_lines(
-            self.client, self.resource.path, params, cluster=self.cluster_id,
-            what=f"watch {self.resource.plural}", inactivity=self.inactivity,
-            max_line=self.max_line, now=self._clock,
+        return WatchStream(
+            self.client, self.resource.path, params, since=since, decoder=self._events,
+            cluster=self.cluster_id, what=f"watch {self.resource.plural}",
+            inactivity=self.inactivity, max_line=self.max_line, now=self._clock,
             on_oversized=lambda: self._skip("line_too_long",
                                             f"watch line over {self.max_line} bytes"),
+            bookmark_every=self.bookmark_every,
         )
-        try:
-            async for chunk in lines:
-                for line in chunk:
-                    event = decode(line)
-                    if event is not None:
-                        yield event
-        finally:
-            await lines.aclose()
 
 
 _CONTINUE = b'"continue":"'

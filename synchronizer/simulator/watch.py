@@ -170,6 +170,7 @@ class WatchStream:
             if self.bookmarks and now >= next_bookmark:
                 next_bookmark = now + cluster.bookmark_interval
                 yield self._bookmark()
+                cluster.progressed()  # a test may wait for what a bookmark made happen
                 continue
             wake_at = min(t for t in (deadline, next_bookmark if self.bookmarks else None,
                                       now + 3600.0) if t is not None)

@@ -9,25 +9,28 @@ ExecCredential with a new token each run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from reconciler import SourceUnavailable
+from reconciler import Bookmark, Event, SourceUnavailable
+from synchronizer.kinds import PODS
 from synchronizer.kube import (
     AccessDenied,
     ClusterClient,
     ClusterEndpoint,
     Credentials,
     KubeConfigError,
+    KubeSource,
     connect,
     probe,
 )
@@ -89,7 +92,7 @@ async def _serve(ssl_ctx: ssl.SSLContext | None, accepted: set[str | None]
                  ) -> AsyncIterator[FakeServer]:
     state = FakeServer(url="", accepted=accepted)
 
-    async def pods(request: web.Request) -> web.Response:
+    async def pods(request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization")
         state.seen.append(auth)
         transport = request.transport
@@ -99,6 +102,13 @@ async def _serve(ssl_ctx: ssl.SSLContext | None, accepted: set[str | None]
             return web.json_response(
                 {"kind": "Status", "code": 401, "message": "Unauthorized"}, status=401
             )
+        if request.query.get("watch"):  # one bookmark, then the stream ends
+            stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            await stream.write(WATCH_LINE)
+            await stream.write_eof()
+            return stream
         return web.json_response(
             {"kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": []}
         )
@@ -152,6 +162,16 @@ async def _client(creds: Credentials) -> AsyncIterator[ClusterClient]:
         yield client
     finally:
         await client.aclose()
+
+
+WATCH_LINE = b'{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"3"}}}\n'
+
+
+async def _watch(client: ClusterClient) -> list[Event]:
+    """A pods watch through the client's own watch transport (not aiohttp's session)."""
+    source = KubeSource(client, kind=PODS, biz_id=1, inactivity=10)
+    async with asyncio.timeout(20), aclosing(source.watch(1)) as events:
+        return [e async for e in events]
 
 
 async def _status(client: ClusterClient) -> int:
@@ -262,6 +282,33 @@ async def test_kubeconfig_with_client_certificate(
         await probe(ClusterEndpoint(id="b", server=mtls_server.url, ca_file=str(pki.ca)))
 
 
+async def test_watch_over_tls_with_a_client_certificate_and_a_server_name(
+    mtls_server: FakeServer, pki: Pki, tmp_path: Path
+) -> None:
+    """The watch has its own transport (design 010): it must present the client
+    certificate and check the server's name as the lists do, here the kubeconfig's
+    tls-server-name (the certificate names localhost, the URL an address)."""
+    path = _kubeconfig(
+        tmp_path / "kc.yaml", mtls_server.url,
+        {"client-certificate": str(pki.client_cert), "client-key": str(pki.client_key)},
+        cluster_extra={"certificate-authority": str(pki.ca), "tls-server-name": "localhost"},
+    )
+    creds = await connect(ClusterEndpoint(id="b", kubeconfig=str(path)))
+    assert creds.sni_hostname == "localhost"
+    async with _client(creds) as client:
+        assert await _watch(client) == [Bookmark(3)]
+    (cert,) = mtls_server.peer_certs
+    assert cert["subject"] == ((("commonName", "synchronizer"),),)  # type: ignore[index]
+    wrong = _kubeconfig(
+        tmp_path / "wrong.yaml", mtls_server.url,
+        {"client-certificate": str(pki.client_cert), "client-key": str(pki.client_key)},
+        cluster_extra={"certificate-authority": str(pki.ca), "tls-server-name": "evil"},
+    )
+    async with _client(await connect(ClusterEndpoint(id="b", kubeconfig=str(wrong)))) as c:
+        with pytest.raises(SourceUnavailable, match=r"cluster b: watch pods: .*(?i:certificate)"):
+            await _watch(c)
+
+
 async def test_kubeconfig_with_embedded_certificate_data(
     mtls_server: FakeServer, pki: Pki, tmp_path: Path
 ) -> None:
@@ -366,6 +413,23 @@ async def test_exec_plugin_token_is_reloaded_after_401(
         assert await _status(client) == 200
         assert await _status(client) == 200
     assert http_server.seen == ["Bearer exec-1", "Bearer exec-2", "Bearer exec-2"]
+
+
+async def test_watch_reloads_the_exec_token_once_after_401(
+    http_server: FakeServer, plugin: tuple[Path, Path], tmp_path: Path
+) -> None:
+    script, counter = plugin
+    path = _kubeconfig(tmp_path / "kc.yaml", http_server.url,
+                       _exec_user(script, counter, "2999-01-01T00:00:00Z"))
+    creds = await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
+    http_server.accepted = {"Bearer exec-2"}
+    async with _client(creds) as client:
+        assert await _watch(client) == [Bookmark(3)]
+    assert http_server.seen == ["Bearer exec-1", "Bearer exec-2"]
+    http_server.accepted = {"Bearer revoked-for-good"}  # a reload cannot help: denied
+    async with _client(creds) as client:
+        with pytest.raises(AccessDenied, match="cluster c: watch pods: HTTP 401"):
+            await _watch(client)
 
 
 # -- in-cluster ---------------------------------------------------------------------------

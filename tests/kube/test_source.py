@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from httpproxy import HttpProxy
 
 from reconciler import (
     Bookmark,
@@ -32,8 +33,10 @@ from reconciler import (
 )
 from synchronizer.kinds import PODS
 from synchronizer.kube import AccessDenied, ClusterClient, ClusterEndpoint, KubeSource, probe
+from synchronizer.kube.connection import Credentials, Loaded
 from synchronizer.metrics import PrometheusMetrics
 from synchronizer.simulator import SimCluster, Simulator, make_pod
+from synchronizer.simulator.nodes import make_namespace
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BOUND = 20.0
@@ -75,12 +78,37 @@ async def source(
 
 
 RNG = random.Random(3)
+_proxy: HttpProxy | None = None
+
+
+@pytest.fixture(autouse=True, params=["direct", "proxied"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Every test runs twice: watches on our own transport, and behind an HTTP proxy,
+    where lists and watches both go through aiohttp's session (design 010)."""
+    global _proxy
+    if request.param == "direct":
+        yield request.param
+        return
+    _proxy = await HttpProxy().start()
+    try:
+        yield request.param
+    finally:
+        proxy, _proxy = _proxy, None
+        await proxy.close()
 
 
 def KubePodSource(url: str, *, cluster_id: str | None = None, **kw: Any) -> KubeSource:
-    """A pods source owning its own client (the shape these tests were written in)."""
-    return KubeSource(ClusterClient.from_url(url, cluster_id=cluster_id), kind=PODS,
-                      owns_client=True, **kw)
+    """A pods source owning its own client (the shape these tests were written in),
+    through the proxy when the test runs proxied."""
+    if _proxy is None:
+        client = ClusterClient.from_url(url, cluster_id=cluster_id)
+    else:
+        endpoint = ClusterEndpoint(id=cluster_id or url, server=url)
+        loaded = Loaded(server=url, authorization=None, ca_file=None, cert_file=None,
+                        key_file=None, verify=True, sni_hostname=None, proxy=_proxy.url,
+                        config=None)
+        client = ClusterClient.of(Credentials(endpoint, loaded, lambda: loaded))
+    return KubeSource(client, kind=PODS, owns_client=True, **kw)
 
 
 def pod(name: str, namespace: str = "ns-a", **kw: Any) -> dict[str, Any]:
@@ -255,6 +283,7 @@ async def test_list_skips_unprojectable_pods_and_counts_them(
     assert all(r.exc_info is None for r in caplog.records)
 
 
+@pytest.mark.parametrize("transport", ["direct"], indirect=True)  # a proxy is reachable
 async def test_unreachable_server_is_unavailable(unused_tcp_port: int) -> None:
     src = KubePodSource(f"http://127.0.0.1:{unused_tcp_port}", cluster_id="x", biz_id=1)
     async with src:
@@ -286,17 +315,50 @@ async def test_watch_from_a_version_yields_exactly_the_later_events(
         assert sample(metrics, "events_total", cluster="c1", type=type_) == 1
 
 
-async def test_watch_yields_bookmarks_with_the_current_version(
+async def test_bookmarks_are_handed_over_when_they_move_the_version_or_are_asked_for(
     sim: Simulator, metrics: PrometheusMetrics
 ) -> None:
+    """A pods watch of a cluster whose other kinds change: bookmarks at a version the
+    reader already has are counted, never handed over; the first that moves it is handed
+    over at once; later ones within `bookmark_every` are held until someone asks
+    (`prompt`), and the newest held one comes out before the stream ends."""
     cluster = sim.add_cluster("quiet", bookmark_interval=0.05)
     fill(cluster, 3)
-    async with KubePodSource(
-        sim.url_for("quiet"), cluster_id="quiet", biz_id=1, metrics=metrics
-    ) as src:
-        events = await take(src, cluster.resource_version, 2)
-    assert events == [Bookmark(cluster.resource_version)] * 2
-    assert sample(metrics, "events_total", cluster="quiet", type="BOOKMARK") == 2
+    since = cluster.resource_version
+    src = KubePodSource(sim.url_for("quiet"), cluster_id="quiet", biz_id=1, metrics=metrics,
+                        bookmark_every=3600.0, watch_timeout=60)
+
+    def bookmarks() -> float:
+        return sample(metrics, "events_total", cluster="quiet", type="BOOKMARK")
+
+    def new_namespace(name: str) -> int:
+        cluster.create(make_namespace(name), resource="namespaces")
+        return cluster.resource_version
+
+    async with src, asyncio.timeout(BOUND):
+        stream = src.watch(since)
+        first = asyncio.ensure_future(anext(stream))
+        await cluster.wait_watchers(1)
+        for _ in range(3):  # bookmarks at `since`: nothing to hand over
+            await cluster.wait_until(lambda n=bookmarks() + 1: bookmarks() >= n)
+        assert not first.done()
+        moved = new_namespace("ns-one")
+        assert await first == Bookmark(moved)
+        held = new_namespace("ns-two")
+        second = asyncio.ensure_future(anext(stream))
+        await cluster.wait_until(lambda n=bookmarks() + 2: bookmarks() >= n)
+        assert not second.done()  # held: the last one handed over is not an hour old
+        stream.prompt(held)
+        assert await second == Bookmark(held)
+        last = new_namespace("ns-three")
+
+        async def rest() -> list[Event]:
+            return [e async for e in stream]
+
+        after = asyncio.ensure_future(rest())  # a reader: behind a proxy, it does the reading
+        await cluster.wait_until(lambda n=bookmarks() + 2: bookmarks() >= n)
+        cluster.end_streams(resource="pods")
+        assert await after == [Bookmark(last)]
 
 
 async def test_server_ending_the_stream_returns_normally(sim: Simulator) -> None:

@@ -1,0 +1,171 @@
+"""A watch stream's events between the socket and the engine, bookmarks held back.
+
+The middle of the watch: network chunks come in (`data`), are framed into lines
+(`lines.LineFramer`) and decoded into events (`events.EventDecoder`) at once, and wait in
+a small queue for the one reader, the engine's watch loop (`next`). Decoding on arrival
+lets the transport (`wire.WatchProtocol`) do it inside `data_received`, so a chunk that
+only carries a bookmark wakes no task: an idle fleet's watches receive little else, and a
+task wake per bookmark was most of an idle instance's CPU (design 010).
+
+Bookmarks are therefore handed over lazily. A bookmark that does not move the version
+past what the reader already has is dropped (counted, never handed). One that does is
+held, and handed over:
+- when the reader would otherwise wait and the last bookmark it got is at least
+  `bookmark_every` seconds old (so the resume point and /status stay fresh: a real API
+  server bookmarks about once a minute, so with one every bookmark comes through);
+- when someone waits for that version (`prompt`, from `ClusterReconciler.received`);
+- before the stream ends or fails, so a reconnect resumes from the newest version.
+A change event supersedes a held bookmark (its version is higher). Events keep their
+order; an ERROR event or a failure ends the stream after what came before it.
+
+Flow control: past `HIGH` queued events the transport is asked to stop reading
+(`pause`), and to read again once the reader has taken the queue down to `LOW`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from reconciler import Bookmark, Event
+
+from .events import EventDecoder
+from .lines import LineFramer
+
+HIGH = 256
+"""Queued events past which the transport stops reading."""
+LOW = 32
+"""Queued events below which it reads again."""
+BOOKMARK_EVERY = 5.0
+"""Seconds between two bookmarks handed over when nobody asks for one."""
+
+
+class WatchFeed:
+    """Chunks in, events out; one reader (see the module docstring)."""
+
+    __slots__ = ("_clock", "_decode", "_end", "_every", "_framer", "_handed", "_handed_at",
+                 "_held", "_paused", "_queue", "_wanted", "arrivals", "more", "pause",
+                 "resume", "taken")
+
+    def __init__(self, since: int, *, framer: LineFramer, decoder: EventDecoder,
+                 clock: Callable[[], float], bookmark_every: float = BOOKMARK_EVERY) -> None:
+        self._framer = framer
+        self._decode = decoder.decode
+        self.more: Callable[[], Awaitable[None]] = _unset
+        """Waits until `data` or `finish` may have been called: the transport's part, set
+        once the transport exists."""
+        self._clock = clock
+        self._every = bookmark_every
+        self._queue: deque[Event] = deque()
+        self._end: BaseException | None = None
+        """Set when the stream is over: `StopAsyncIteration` for a normal end."""
+        self._held = 0
+        self._handed = since
+        self._handed_at = float("-inf")
+        self._wanted = 0
+        self._paused = False
+        self.pause: Callable[[], None] | None = None
+        self.resume: Callable[[], None] | None = None
+        self.arrivals = 0
+        """Chunks received (the inactivity watchdog's measure of life)."""
+        self.taken = 0
+        """Events handed to the reader."""
+
+    # -- the transport's side ---------------------------------------------------------
+
+    def data(self, chunk: bytes) -> bool:
+        """Take one chunk; True when the reader should be woken (something to hand)."""
+        self.arrivals += 1
+        if self._end is not None:
+            return False
+        for line in self._framer.feed(chunk):
+            if not self._line(line):
+                return True
+        if self._queue:
+            if len(self._queue) >= HIGH and not self._paused and self.pause is not None:
+                self._paused = True
+                self.pause()
+            return True
+        return self._held > self._handed and (
+            self._wanted > self._handed or self._clock() - self._handed_at >= self._every)
+
+    def finish(self, error: BaseException | None) -> None:
+        """The stream is over: a last line without its newline, then `error` or the end."""
+        if self._end is not None:
+            return
+        if error is None:
+            for line in self._framer.end():
+                if not self._line(line):
+                    return
+        self._end = error if error is not None else StopAsyncIteration()
+
+    def _line(self, line: bytes) -> bool:
+        """Decode one line; False when it ended the stream (an ERROR event)."""
+        try:
+            event = self._decode(line)
+        except Exception as exc:  # Expired / SourceUnavailable from an ERROR event
+            self._end = exc
+            return False
+        if event is None:
+            return True
+        if type(event) is Bookmark:
+            if event.version > self._held:
+                self._held = event.version
+        else:
+            self._queue.append(event)
+        return True
+
+    @property
+    def over(self) -> bool:
+        """True once the stream has ended or failed (events may still be queued)."""
+        return self._end is not None
+
+    @property
+    def waiting(self) -> int:
+        """Events decoded and not yet taken."""
+        return len(self._queue)
+
+    # -- the reader's side ------------------------------------------------------------
+
+    def prompt(self, version: int) -> None:
+        """Someone waits for `version`: hand over bookmarks at once until one reaches it."""
+        if version > self._wanted:
+            self._wanted = version
+
+    def _pick(self) -> Event | None:
+        """The next event to hand over now, if any; raises at the end."""
+        queue = self._queue
+        if queue:
+            event = queue.popleft()
+            if self._paused and len(queue) <= LOW:
+                self._paused = False
+                if self.resume is not None:
+                    self.resume()
+            self.taken += 1
+            if event.version > self._handed:
+                self._handed = event.version
+            return event
+        held = self._held
+        if held > self._handed:
+            now = self._clock()
+            if self._end is not None or self._wanted > self._handed \
+                    or now - self._handed_at >= self._every:
+                self._handed = held
+                self._handed_at = now
+                self.taken += 1
+                return Bookmark(held)
+        if self._end is not None:
+            raise self._end
+        return None
+
+    async def next(self) -> Event:
+        """The next event; raises `StopAsyncIteration` at a normal end, else the failure."""
+        while True:
+            event = self._pick()
+            if event is not None:
+                return event
+            await self.more()
+
+
+async def _unset() -> None:
+    raise RuntimeError("WatchFeed.more was not set")

@@ -1,0 +1,165 @@
+"""`WatchFeed`: decoded on arrival, handed over in order, bookmarks held back (design 010).
+
+Pure tests: chunks are fed by hand, the clock is a number the test moves, and `more` is
+never awaited (a test that would wait fails instead), so every case is deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from reconciler import Bookmark, Event, Expired, Record, SourceUnavailable
+from synchronizer.kinds import PODS, Projection
+from synchronizer.kube.events import EventDecoder
+from synchronizer.kube.feed import HIGH, LOW, WatchFeed
+from synchronizer.kube.lines import LineFramer
+from synchronizer.simulator import make_pod
+
+NOW = datetime(2024, 5, 1, tzinfo=UTC)
+RNG = random.Random(5)
+
+
+class WouldWait(Exception):
+    """The feed has nothing to hand over now and would wait for the transport."""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def project(raw: bytes, observed: datetime, deleted: bool) -> Record:
+    return PODS.project(raw, Projection(resource=PODS.resources[0], biz_id=1,
+                                        observed=observed, deleted=deleted))
+
+
+def feed_of(since: int, clock: Clock, every: float = 5.0) -> WatchFeed:
+    def skip(reason: str, what: str) -> None:
+        raise AssertionError(f"skipped {what} ({reason})")
+
+    decoder = EventDecoder(cluster="c", kind="pods", project=project, clock=lambda: NOW,
+                           metrics=None, skip=skip)
+    feed = WatchFeed(since, framer=LineFramer(max_line=1 << 20, on_oversized=lambda: None),
+                     decoder=decoder, clock=clock, bookmark_every=every)
+
+    async def never() -> None:
+        raise WouldWait
+
+    feed.more = never
+    return feed
+
+
+def bookmark(version: int) -> bytes:
+    return orjson.dumps({"type": "BOOKMARK", "object": {
+        "kind": "Pod", "metadata": {"resourceVersion": str(version)}}}) + b"\n"
+
+
+def added(name: str, version: int) -> bytes:
+    pod = make_pod("ns", name, rng=RNG)
+    pod["metadata"].update(resourceVersion=str(version), uid=f"uid-{name}")
+    return orjson.dumps({"type": "ADDED", "object": pod}) + b"\n"
+
+
+def error(code: int) -> bytes:
+    return orjson.dumps({"type": "ERROR", "object": {
+        "kind": "Status", "code": code, "reason": "Expired" if code == 410 else "Oops",
+        "message": "gone"}}) + b"\n"
+
+
+async def drain(feed: WatchFeed) -> list[Event]:
+    """What the feed hands over now (it must not need to wait)."""
+    out: list[Event] = []
+    while True:
+        try:
+            out.append(await feed.next())
+        except StopAsyncIteration:
+            return out
+        except WouldWait:
+            return out
+
+
+def versions(events: list[Event]) -> list[tuple[str, int]]:
+    return [(type(e).__name__, e.version) for e in events]
+
+
+async def test_a_bookmark_that_does_not_move_the_version_is_never_handed_over() -> None:
+    feed = feed_of(10, Clock())
+    assert feed.data(bookmark(10)) is False
+    assert feed.data(bookmark(9)) is False
+    assert await drain(feed) == []
+    feed.finish(None)
+    assert await drain(feed) == []
+
+
+async def test_bookmarks_are_held_and_handed_over_every_interval_or_when_asked() -> None:
+    clock = Clock()
+    feed = feed_of(10, clock, every=5.0)
+    assert feed.data(bookmark(11)) is True  # the first that moves it: at once
+    assert await drain(feed) == [Bookmark(11)]
+    clock.now += 1
+    assert feed.data(bookmark(12)) is False  # held: the last one is a second old
+    assert feed.data(bookmark(13)) is False
+    assert await drain(feed) == []
+    feed.prompt(12)  # someone waits for 12: the newest held one comes out
+    assert await drain(feed) == [Bookmark(13)]
+    assert feed.data(bookmark(14)) is False  # 13 satisfied the wait
+    clock.now += 5
+    assert await drain(feed) == [Bookmark(14)]  # due now
+    clock.now += 1
+    feed.data(bookmark(15))
+    feed.finish(None)  # the end hands over what is held, then ends
+    assert await drain(feed) == [Bookmark(15)]
+
+
+async def test_events_keep_their_order_and_supersede_a_held_bookmark() -> None:
+    clock = Clock()
+    feed = feed_of(10, clock)
+    feed.data(bookmark(11))
+    assert await drain(feed) == [Bookmark(11)]
+    feed.data(bookmark(12))
+    assert feed.data(added("a", 13) + bookmark(14) + added("b", 15)) is True
+    feed.data(bookmark(16))
+    got = await drain(feed)
+    assert versions(got) == [("Record", 13), ("Record", 15)]
+    assert [r.fields["name"] for r in got if isinstance(r, Record)] == ["a", "b"]
+    feed.finish(ConnectionError("cut"))
+    with pytest.raises(ConnectionError):
+        assert await feed.next() == Bookmark(16)  # the held one first ...
+        await feed.next()  # ... then the failure
+
+
+@pytest.mark.parametrize(("code", "raised"), [(410, Expired), (500, SourceUnavailable)])
+async def test_an_error_event_ends_the_stream_after_what_came_before_it(
+    code: int, raised: type[Exception]
+) -> None:
+    feed = feed_of(10, Clock())
+    assert feed.data(added("a", 11) + error(code) + added("late", 12)) is True
+    assert feed.over
+    assert versions([await feed.next()]) == [("Record", 11)]
+    with pytest.raises(raised):
+        await feed.next()
+
+
+async def test_a_flood_pauses_the_transport_until_the_reader_catches_up() -> None:
+    feed = feed_of(0, Clock())
+    calls: list[str] = []
+    feed.pause, feed.resume = (lambda: calls.append("pause")), (lambda: calls.append("resume"))
+    burst = b"".join(added(f"p{n}", n) for n in range(1, HIGH + 11))
+    feed.data(burst[: len(burst) // 2])
+    assert calls == []
+    feed.data(burst[len(burst) // 2:])
+    assert calls == ["pause"] and feed.waiting == HIGH + 10
+    taken = 0
+    while feed.waiting > LOW + 1:
+        await feed.next()
+        taken += 1
+    assert calls == ["pause"]
+    await feed.next()
+    assert calls == ["pause", "resume"] and feed.taken == taken + 1
