@@ -52,6 +52,8 @@ class _BookmarkObject(msgspec.Struct):
     metadata: _Meta = msgspec.field(default_factory=_Meta)
 
 
+_BOOKMARK_HEAD = b'{"type":"BOOKMARK",'
+_VERSION_KEY = b'"resourceVersion":"'
 _EVENT = msgspec.json.Decoder(_WatchEvent)
 _BOOKMARK = msgspec.json.Decoder(_BookmarkObject)
 Project = Callable[[bytes, datetime, bool], Record]
@@ -91,6 +93,24 @@ class EventDecoder:
             return None  # the general path below says what is wrong with it
         self._bookmarks.inc()
         return Bookmark(version)
+
+    def bookmark_version(self, line: bytes) -> int:
+        """The version of a line that is a plain bookmark as API servers write it (type
+        first, one resourceVersion, digits), counted; -1 for any other line, which
+        `decode` then reads. Bytes are searched, nothing is parsed or allocated: an idle
+        fleet's watches receive little else (design 010)."""
+        if not line.startswith(_BOOKMARK_HEAD) or not line.endswith(b"}") \
+                or line.count(b"{") != line.count(b"}"):  # (torn, or braces in a string)
+            return -1
+        start = line.find(_VERSION_KEY)
+        if start < 0 or line.find(_VERSION_KEY, start + 1) >= 0:
+            return -1
+        start += len(_VERSION_KEY)
+        digits = line[start:line.find(b'"', start)]
+        if not digits.isdigit():
+            return -1
+        self._bookmarks.inc()
+        return int(digits)
 
     def decode(self, line: bytes) -> Event | None:
         """The event of one line; None when it is skipped. Raises on an ERROR event."""

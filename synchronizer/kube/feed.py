@@ -43,14 +43,15 @@ BOOKMARK_EVERY = 5.0
 class WatchFeed:
     """Chunks in, events out; one reader (see the module docstring)."""
 
-    __slots__ = ("_clock", "_decode", "_end", "_every", "_framer", "_handed", "_handed_at",
-                 "_held", "_paused", "_queue", "_wanted", "arrivals", "more", "pause",
-                 "resume", "taken")
+    __slots__ = ("_bookmark", "_clock", "_decode", "_end", "_every", "_framer", "_handed",
+                 "_handed_at", "_held", "_paused", "_queue", "_wanted", "arrivals", "more",
+                 "pause", "resume", "taken")
 
     def __init__(self, since: int, *, framer: LineFramer, decoder: EventDecoder,
                  clock: Callable[[], float], bookmark_every: float = BOOKMARK_EVERY) -> None:
         self._framer = framer
         self._decode = decoder.decode
+        self._bookmark = decoder.bookmark_version
         self.more: Callable[[], Awaitable[None]] = _unset
         """Waits until `data` or `finish` may have been called: the transport's part, set
         once the transport exists."""
@@ -101,6 +102,11 @@ class WatchFeed:
 
     def _line(self, line: bytes) -> bool:
         """Decode one line; False when it ended the stream (an ERROR event)."""
+        version = self._bookmark(line)
+        if version >= 0:  # the common case, without an event object
+            if version > self._held:
+                self._held = version
+            return True
         try:
             event = self._decode(line)
         except Exception as exc:  # Expired / SourceUnavailable from an ERROR event
