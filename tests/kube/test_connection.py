@@ -366,15 +366,20 @@ def _exec_user(script: Path, counter: Path, expiry: str) -> dict[str, object]:
     }}
 
 
+async def _exec_creds(server: FakeServer, plugin: tuple[Path, Path], tmp_path: Path,
+                      expiry: str = "2999-01-01T00:00:00Z") -> Credentials:
+    """Credentials from a kubeconfig whose user is the exec plugin (tokens until `expiry`)."""
+    script, counter = plugin
+    path = _kubeconfig(tmp_path / "kc.yaml", server.url, _exec_user(script, counter, expiry))
+    return await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
+
+
 async def test_exec_plugin_token(
     http_server: FakeServer, plugin: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    script, counter = plugin
+    _, counter = plugin
     http_server.accepted = {"Bearer exec-1"}
-    path = _kubeconfig(tmp_path / "kc.yaml", http_server.url,
-                       _exec_user(script, counter, "2999-01-01T00:00:00Z"))
-    endpoint = ClusterEndpoint(id="c", kubeconfig=str(path))
-    creds = await connect(endpoint)
+    creds = await _exec_creds(http_server, plugin, tmp_path)
     async with _client(creds) as client:
         for _ in range(3):
             assert await _status(client) == 200
@@ -386,14 +391,12 @@ async def test_exec_plugin_token(
 async def test_exec_plugin_token_is_refreshed_before_it_expires(
     http_server: FakeServer, plugin: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    script, counter = plugin
     # Expires in a minute: inside the loader's five-minute skew, so every use refreshes.
     from datetime import UTC, datetime, timedelta
 
     soon = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     http_server.accepted = {f"Bearer exec-{n}" for n in range(1, 10)}
-    path = _kubeconfig(tmp_path / "kc.yaml", http_server.url, _exec_user(script, counter, soon))
-    creds = await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
+    creds = await _exec_creds(http_server, plugin, tmp_path, soon)
     async with _client(creds) as client:
         for _ in range(2):
             assert await _status(client) == 200
@@ -403,10 +406,7 @@ async def test_exec_plugin_token_is_refreshed_before_it_expires(
 async def test_exec_plugin_token_is_reloaded_after_401(
     http_server: FakeServer, plugin: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    script, counter = plugin
-    path = _kubeconfig(tmp_path / "kc.yaml", http_server.url,
-                       _exec_user(script, counter, "2999-01-01T00:00:00Z"))
-    creds = await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
+    creds = await _exec_creds(http_server, plugin, tmp_path)
     # The server revokes exec-1 and now accepts only the plugin's next token.
     http_server.accepted = {"Bearer exec-2"}
     async with _client(creds) as client:
@@ -418,10 +418,7 @@ async def test_exec_plugin_token_is_reloaded_after_401(
 async def test_watch_reloads_the_exec_token_once_after_401(
     http_server: FakeServer, plugin: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    script, counter = plugin
-    path = _kubeconfig(tmp_path / "kc.yaml", http_server.url,
-                       _exec_user(script, counter, "2999-01-01T00:00:00Z"))
-    creds = await connect(ClusterEndpoint(id="c", kubeconfig=str(path)))
+    creds = await _exec_creds(http_server, plugin, tmp_path)
     http_server.accepted = {"Bearer exec-2"}
     async with _client(creds) as client:
         assert await _watch(client) == [Bookmark(3)]

@@ -6,21 +6,19 @@ never awaited (a test that would wait fails instead), so every case is determini
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 
 import orjson
 import pytest
+from watchlines import added, bookmark
 
 from reconciler import Bookmark, Event, Expired, Record, SourceUnavailable
 from synchronizer.kinds import PODS, Projection
 from synchronizer.kube.events import EventDecoder
 from synchronizer.kube.feed import HIGH, LOW, WatchFeed
 from synchronizer.kube.lines import LineFramer
-from synchronizer.simulator import make_pod
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
-RNG = random.Random(5)
 
 
 class WouldWait(Exception):
@@ -56,15 +54,8 @@ def feed_of(since: int, clock: Clock, every: float = 5.0) -> WatchFeed:
     return feed
 
 
-def bookmark(version: int) -> bytes:
-    return orjson.dumps({"type": "BOOKMARK", "object": {
-        "kind": "Pod", "metadata": {"resourceVersion": str(version)}}}) + b"\n"
 
 
-def added(name: str, version: int) -> bytes:
-    pod = make_pod("ns", name, rng=RNG)
-    pod["metadata"].update(resourceVersion=str(version), uid=f"uid-{name}")
-    return orjson.dumps({"type": "ADDED", "object": pod}) + b"\n"
 
 
 def error(code: int) -> bytes:

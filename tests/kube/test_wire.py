@@ -10,22 +10,20 @@ covers the HTTP a real server or a proxy in between may send.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
+from watchlines import added, bookmark
 
 from reconciler import Bookmark, Event, Record, SourceUnavailable, Stalled
 from synchronizer.kinds import PODS
 from synchronizer.kube import AccessDenied, ClusterClient, ClusterEndpoint, KubeSource
-from synchronizer.simulator import make_pod
 
 BOUND = 20.0
 """Seconds after which a test is presumed hung (never reached when things work)."""
-RNG = random.Random(11)
 Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -75,15 +73,8 @@ async def watch(src: KubeSource, since: int = 5) -> list[Event]:
         return [e async for e in events]
 
 
-def added(name: str, version: int) -> bytes:
-    pod = make_pod("ns", name, rng=RNG)
-    pod["metadata"].update(resourceVersion=str(version), uid=f"uid-{name}")
-    return orjson.dumps({"type": "ADDED", "object": pod}) + b"\n"
 
 
-def bookmark(version: int) -> bytes:
-    return orjson.dumps({"type": "BOOKMARK", "object": {
-        "kind": "Pod", "metadata": {"resourceVersion": str(version)}}}) + b"\n"
 
 
 BODY = added("a", 6) + added("b", 7) + bookmark(9)
