@@ -1,13 +1,18 @@
 """The production CMDB: MySQL/MariaDB through an async driver, every kind's table alike.
 
-A batch of one kind is written in one transaction: for a fenced batch, first a shared lock
-on its cluster's lease row (so many senders of one owner write concurrently while a
-takeover, which locks the row exclusively, waits for them), then the conditional upsert of
-`mysql_sql` for the whole chunk — in one of its two formulations, "variables" (one upsert
-per chunk) or "staged" (a temporary table, an UPDATE JOIN and an INSERT SELECT; MySQL 8),
-picked per server by `mysql_conn`. A refused row (too long, out of range, ...) fails the
-whole statement; the batch is then redone row by row in a new transaction, and each
-refused row goes to `dead_letters` with the server's error text, its kind and uid.
+A batch of one kind is written in one transaction: the conditional upsert of `mysql_sql`
+for the whole chunk — in one of its two formulations, "variables" (one upsert per chunk)
+or "staged" (a temporary table, an UPDATE JOIN and an INSERT SELECT; MySQL 8), picked per
+server by `mysql_conn` — then, for a fenced batch, the check of its cluster's lease under
+a shared lock, held to the commit (so many senders of one owner write concurrently while
+a takeover, which locks the row exclusively, waits for them; a takeover that came first
+is seen, and the transaction is rolled back). The check comes last so that a write stuck
+behind someone's row locks holds no lease row meanwhile: the lease renewals of every
+cluster of the instance are one statement, and they must never wait for one cluster's
+stuck write (a lease lives 30 s; a lock wait may last 50). A refused row (too long, out
+of range, ...) fails the whole statement; the batch is then redone row by row in a new
+transaction, and each refused row goes to `dead_letters` with the server's error text, its
+kind and uid.
 
 Leases: one row per cluster (owner, epoch, expiry on the server's clock), taken and renewed
 by one conditional upsert ("variables") or by an insert-if-absent and a conditional UPDATE
@@ -96,6 +101,15 @@ def _chunks(batch: Sequence[tuple[Any, ...]]) -> list[Sequence[tuple[Any, ...]]]
         chars += size
     out.append(batch[start:])
     return out
+
+
+class _Refenced(Fenced):
+    """Clusters of a many-cluster transaction found fenced at its end: the transaction is
+    rolled back and written again without them (`MySQLStore.apply_groups`)."""
+
+    def __init__(self, fenced: dict[str, Fenced]) -> None:
+        super().__init__(next(iter(fenced.values())))
+        self.fenced = fenced
 
 
 class _KindSql:
@@ -215,12 +229,12 @@ class MySQLStore:
         sql = self._statements(kind)
         try:
             async with self.conn.guard(f"apply to {cluster}"), self.conn.transaction() as cur:
-                await self._check_fence(cur, cluster, fence)
                 if self.upsert == "staged":
                     written = await self._staged(cur, sql, [
                         (*b, int(r.repair)) for b, r in zip(built, records, strict=True)])
                 else:
                     written = await self._variables(cur, sql, built, records)
+                await self._check_fence(cur, cluster, fence)  # last: see the docstring
         except DataError:
             return await self._apply_rows(kind, fixed, cluster, records, fence)
         return ApplyResult(written=written, unchanged=len(built) - written)
@@ -266,15 +280,24 @@ class MySQLStore:
             return await self._apply_each(groups)
         for g in groups:  # before the session is taken: a kind's first use sets it up
             self._statements(_table(g).kind)
-        try:
-            async with self.conn.guard("apply"), self.conn.transaction() as cur:
-                fenced = await self._fences(
-                    cur, {g.cluster: g.fence for g in groups if g.fence is not None})
-                if self.upsert == "staged":
-                    return await self._staged_groups(cur, built, values, fenced)
-                return await self._logged_groups(cur, built, values, fenced)
-        except DataError:
-            return await self._apply_each(groups)
+        fences = {g.cluster: g.fence for g in groups if g.fence is not None}
+        fenced: dict[str, Fenced] = {}
+        while True:  # each round leaves out the clusters found fenced by the one before
+            try:
+                async with self.conn.guard("apply"), self.conn.transaction() as cur:
+                    if self.upsert == "staged":
+                        out = await self._staged_groups(cur, built, values, fenced)
+                    else:
+                        out = await self._logged_groups(cur, built, values, fenced)
+                    late = await self._fences(  # last, as in `apply`
+                        cur, {c: f for c, f in fences.items() if c not in fenced})
+                    if late:
+                        raise _Refenced(late)  # roll back; write the others again
+                    return out
+            except _Refenced as exc:
+                fenced |= exc.fenced
+            except DataError:
+                return await self._apply_each(groups)
 
     async def _logged_groups(self, cur: Any, built: list[tuple[WriteGroup, list[Record]]],
                              values: list[list[tuple[Any, ...]]], fenced: dict[str, Fenced]
@@ -389,7 +412,6 @@ class MySQLStore:
         written = 0
         rejected: list[tuple[ObjectKey, str]] = []
         async with self.conn.guard(f"apply to {cluster}"), self.conn.transaction() as cur:
-            await self._check_fence(cur, cluster, fence)
             for record in records:
                 try:
                     row = rows.row(kind, cluster, record, fixed)
@@ -409,6 +431,7 @@ class MySQLStore:
                         rows.clean_text(cluster, rows.KEY_LIMIT), kind.name,
                         rows.clean_text(record.key, 255), error,
                         rows.dead_letter_payload(record)))
+            await self._check_fence(cur, cluster, fence)  # last, as in `apply`
         return ApplyResult(written=written, unchanged=len(records) - written - len(rejected),
                            rejected=tuple(rejected))
 
@@ -419,11 +442,12 @@ class MySQLStore:
         where, args = _where(kind, fixed, cluster)
         async with (self.conn.guard(f"reset versions of {cluster}"),
                     self.conn.transaction() as cur):
-            await self._check_fence(cur, cluster, fence)
             await cur.execute(
                 f"UPDATE `{kind.table}` SET resource_version = 0, checksum = CASE WHEN"
                 f" state = 'Active' THEN '' ELSE checksum END WHERE {where}", args)
-            return int(cur.rowcount)
+            touched = int(cur.rowcount)
+            await self._check_fence(cur, cluster, fence)  # last, as in `apply`
+            return touched
 
     async def load_index(self, kind: Kind, fixed: Fixed,
                          cluster: ClusterId) -> dict[ObjectKey, Stamp]:
