@@ -158,7 +158,7 @@ class WatchProtocol(asyncio.Protocol):
         headers = self._headers
         self._until_close = ("Content-Length" not in headers
                              and "chunked" not in headers.get("Transfer-Encoding", "").lower())
-        if self._parser.get_status_code() == 200:
+        if self._parser.get_status_code() == 200 and not self.answer.done():  # (not given up)
             self._ok = True
             self.answer.set_result(Answer(200, self._reason, headers))
 
