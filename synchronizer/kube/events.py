@@ -3,7 +3,8 @@
 A line is `{"type": ..., "object": {...}}`. ADDED, MODIFIED and DELETED take the typed fast
 path: msgspec reads the type and keeps the object as raw bytes for the kind's projection,
 so a Pod is parsed once. BOOKMARK only carries a resourceVersion (the resume point moves
-on), read by a typed fast path too: bookmarks are most of what an idle fleet receives.
+on); a plain one is read from its bytes (`bookmark_version`, which the feed asks first:
+bookmarks are most of what an idle fleet receives), any other by the general path.
 ERROR carries a Status (410 → `Expired`, anything else → `SourceUnavailable`).
 Anything odd — bad JSON, an unknown type, an object the projection refuses, a bookmark
 without a version — is skipped with one log line and a counted reason; the stream goes on.
@@ -44,18 +45,9 @@ class _WatchEvent(msgspec.Struct):
     object: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 
-class _Meta(msgspec.Struct):
-    resourceVersion: str = ""
-
-
-class _BookmarkObject(msgspec.Struct):
-    metadata: _Meta = msgspec.field(default_factory=_Meta)
-
-
 _BOOKMARK_HEAD = b'{"type":"BOOKMARK",'
 _VERSION_KEY = b'"resourceVersion":"'
 _EVENT = msgspec.json.Decoder(_WatchEvent)
-_BOOKMARK = msgspec.json.Decoder(_BookmarkObject)
 Project = Callable[[bytes, datetime, bool], Record]
 Skip = Callable[[str, str], None]
 
@@ -86,14 +78,6 @@ class EventDecoder:
             self._skip("bad_object", f"{_ident(raw)}: {exc}")
             return None
 
-    def _bookmark(self, raw: msgspec.Raw) -> Bookmark | None:
-        try:
-            version = int(_BOOKMARK.decode(raw).metadata.resourceVersion)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
-            return None  # the general path below says what is wrong with it
-        self._bookmarks.inc()
-        return Bookmark(version)
-
     def bookmark_version(self, line: bytes) -> int:
         """The version of a line that is a plain bookmark as API servers write it (type
         first, one resourceVersion, digits), counted; -1 for any other line, which
@@ -118,13 +102,8 @@ class EventDecoder:
             fast = _EVENT.decode(line)
         except (msgspec.ValidationError, msgspec.DecodeError):
             fast = None
-        if fast is not None:
-            if fast.type in CHANGE_TYPES:
-                return self._change(fast.type, bytes(fast.object))
-            if fast.type == "BOOKMARK":  # most lines of an idle fleet: no second parse
-                bookmark = self._bookmark(fast.object)
-                if bookmark is not None:
-                    return bookmark
+        if fast is not None and fast.type in CHANGE_TYPES:
+            return self._change(fast.type, bytes(fast.object))
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError:

@@ -87,8 +87,12 @@ class WatchFeed:
                 self._paused = True
                 self.pause()
             return True
-        return self._held > self._handed and (
-            self._wanted > self._handed or self._clock() - self._handed_at >= self._every)
+        return self._held > self._handed and self._due()  # (no call for a repeated one)
+
+    def _due(self) -> bool:
+        """A held bookmark, if any, is to be handed over now (or at the end: see the
+        module docstring)."""
+        return self._wanted > self._handed or self._clock() - self._handed_at >= self._every
 
     def finish(self, error: BaseException | None) -> None:
         """The stream is over: a last line without its newline, then `error` or the end."""
@@ -102,23 +106,21 @@ class WatchFeed:
 
     def _line(self, line: bytes) -> bool:
         """Decode one line; False when it ended the stream (an ERROR event)."""
-        version = self._bookmark(line)
-        if version >= 0:  # the common case, without an event object
-            if version > self._held:
-                self._held = version
-            return True
-        try:
-            event = self._decode(line)
-        except Exception as exc:  # Expired / SourceUnavailable from an ERROR event
-            self._end = exc
-            return False
-        if event is None:
-            return True
-        if type(event) is Bookmark:
-            if event.version > self._held:
-                self._held = event.version
-        else:
-            self._queue.append(event)
+        version = self._bookmark(line)  # the common case, without an event object
+        if version < 0:
+            try:
+                event = self._decode(line)
+            except Exception as exc:  # Expired / SourceUnavailable from an ERROR event
+                self._end = exc
+                return False
+            if event is None:
+                return True
+            if type(event) is not Bookmark:
+                self._queue.append(event)
+                return True
+            version = event.version
+        if version > self._held:
+            self._held = version
         return True
 
     @property
@@ -151,15 +153,11 @@ class WatchFeed:
             if event.version > self._handed:
                 self._handed = event.version
             return event
-        held = self._held
-        if held > self._handed:
-            now = self._clock()
-            if self._end is not None or self._wanted > self._handed \
-                    or now - self._handed_at >= self._every:
-                self._handed = held
-                self._handed_at = now
-                self.taken += 1
-                return Bookmark(held)
+        if self._held > self._handed and (self._end is not None or self._due()):
+            self._handed = self._held
+            self._handed_at = self._clock()
+            self.taken += 1
+            return Bookmark(self._held)
         if self._end is not None:
             raise self._end
         return None

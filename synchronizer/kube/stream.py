@@ -94,14 +94,12 @@ class WatchStream:
             if self._stalled():
                 raise self._stall() from None
             raise
-        except (OSError, aiohttp.ClientError) as exc:  # wire.ProtocolError is an OSError
+        except BaseException as exc:
             await self.aclose()
-            if self._stalled() or isinstance(exc, TimeoutError):  # aiohttp's read timeout
-                raise self._stall() from None
-            raise transport_error(self._cluster, self._what, exc) from None
-        except BaseException:
-            await self.aclose()
-            raise
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
 
     def prompt(self, version: int) -> None:
         """Someone waits for `version`: hand over a held bookmark at once."""
@@ -131,6 +129,16 @@ class WatchStream:
     def _stalled(self) -> bool:
         return self._watchdog is not None and self._watchdog.fired
 
+    def _failure(self, exc: BaseException) -> Exception | None:
+        """The engine error for a failed exchange (wire.ProtocolError is an OSError; a
+        TimeoutError is aiohttp's read timeout or our connect or answer bound); None for
+        anything else, which is raised as it is."""
+        if not isinstance(exc, OSError | aiohttp.ClientError | KubeConfigError):
+            return None
+        if isinstance(exc, TimeoutError) or self._stalled():
+            return self._stall()
+        return transport_error(self._cluster, self._what, exc)
+
     def _new_feed(self) -> WatchFeed:
         feed = WatchFeed(
             self._since,
@@ -151,11 +159,10 @@ class WatchStream:
                 feed = await self._open_direct(creds)
         except BaseException as exc:
             await self.aclose()
-            if isinstance(exc, TimeoutError):
-                raise self._stall() from None
-            if isinstance(exc, OSError | aiohttp.ClientError | KubeConfigError):
-                raise transport_error(self._cluster, self._what, exc) from None
-            raise
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
         self._feed = feed
         return feed
 
