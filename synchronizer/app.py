@@ -89,7 +89,7 @@ class Instance:
         self.factory = ClusterFactory(
             settings=settings, store=self._require_store, secrets=self.secrets,
             metrics=self.metrics, clock=clock, fallback=self.static.get,
-            writer=self._require_writer, settled=heap.settled if heap else None)
+            writer=self._require_writer, heap=heap)
         self.heap = heap
         self.controller = Controller(factory=self.factory, metrics=self.metrics,
                                      backoff_max=settings.sync.backoff_max)

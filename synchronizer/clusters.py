@@ -27,7 +27,7 @@ from reconciler import (
 
 from .cmdb import CmdbStore
 from .coordination import Assigned
-from .heap import FullSyncSlots
+from .heap import FullSyncSlots, Keeper
 from .kinds import Kind, kinds
 from .kube import ClusterClient, KubeSource
 from .registries import ClusterSpec, SecretResolver, endpoint_of
@@ -78,12 +78,12 @@ class ClusterFactory:
     def __init__(self, *, settings: Settings, store: Callable[[], CmdbStore],
                  secrets: SecretResolver, metrics: Metrics, clock: Callable[[], datetime],
                  fallback: SpecLookup, writer: Callable[[], Writer],
-                 settled: Callable[[], None] | None = None) -> None:
+                 heap: Keeper | None = None) -> None:
         self._settings = settings
         self._writer = writer
-        self.slots = FullSyncSlots(settings.sync.max_concurrent_full_syncs, settled)
-        """Full syncs running at once, over every cluster of the instance; `settled` is
-        called when the last one running or waiting ends (`heap.HeapKeeper`)."""
+        self.slots = FullSyncSlots(settings.sync.max_concurrent_full_syncs, heap)
+        """Full syncs running at once, over every cluster of the instance; they tell
+        `heap` (`heap.HeapKeeper`) when one ends and when the last one ends."""
         self._store = store
         self._secrets = secrets
         self._metrics = metrics

@@ -1,4 +1,5 @@
-"""The heap keeper: freeze when the last full sync ends (not between two), collect in full."""
+"""The heap keeper: freeze when the last full sync ends, and at a bounded rate as full syncs
+end while others run; collect in full."""
 
 from __future__ import annotations
 
@@ -11,6 +12,28 @@ from synchronizer.heap import FullSyncSlots, HeapKeeper
 from synchronizer.metrics import PrometheusMetrics
 
 
+class Told:
+    """A keeper that writes down what the slots told it, with the busy count then."""
+
+    def __init__(self) -> None:
+        self.slots: FullSyncSlots | None = None
+        self.said: list[tuple[str, int]] = []
+
+    def settled(self) -> None:
+        assert self.slots is not None
+        self.said.append(("settled", self.slots.busy))
+
+    def progressed(self) -> None:
+        assert self.slots is not None
+        self.said.append(("progressed", self.slots.busy))
+
+
+def told_slots(value: int) -> tuple[FullSyncSlots, Told]:
+    told = Told()
+    told.slots = FullSyncSlots(value, told)
+    return told.slots, told
+
+
 @pytest.fixture
 def unfrozen():
     """Leave the test process's collector as it was found."""
@@ -19,8 +42,7 @@ def unfrozen():
 
 
 async def test_settled_is_called_once_when_no_full_sync_runs_or_waits() -> None:
-    settled: list[int] = []
-    slots = FullSyncSlots(1, lambda: settled.append(slots.busy))
+    slots, told = told_slots(1)
     first_in = asyncio.Event()
     release_first = asyncio.Event()
 
@@ -40,21 +62,21 @@ async def test_settled_is_called_once_when_no_full_sync_runs_or_waits() -> None:
     assert slots.busy == 2
     release_first.set()
     await asyncio.gather(one, two)
-    assert settled == [0]  # not when the first handed its slot to the waiting second
+    # when the first handed its slot to the waiting second, only progress
+    assert told.said == [("progressed", 1), ("settled", 0)]
 
 
 async def test_a_cancelled_waiter_still_counts_out() -> None:
-    settled: list[int] = []
-    slots = FullSyncSlots(1, lambda: settled.append(slots.busy))
+    slots, told = told_slots(1)
     await slots.acquire()
     waiter = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert slots.busy == 1 and settled == []
+    assert slots.busy == 1 and told.said == [("progressed", 1)]
     slots.release()
-    assert slots.busy == 0 and settled == [0]
+    assert slots.busy == 0 and told.said[-1] == ("settled", 0)
 
 
 def test_settling_freezes_and_a_full_collection_frees_frozen_cycles(unfrozen) -> None:
@@ -71,6 +93,21 @@ def test_settling_freezes_and_a_full_collection_frees_frozen_cycles(unfrozen) ->
     assert gc.collect() == 0
     assert keeper.collect() >= 1
     assert gc.get_freeze_count() > 0  # frozen again after the collection
+
+
+def test_progress_freezes_at_most_once_per_period(unfrozen, monkeypatch) -> None:
+    """While full syncs keep ending, the heap is frozen again (a growing heap's full
+    collections rescanned all of it), but not at every end: at most once a period."""
+    now = [1000.0]
+    monkeypatch.setattr("synchronizer.heap.time.monotonic", lambda: now[0])
+    keeper = HeapKeeper(freeze_every=0.5)
+    keeper.settled()
+    gc.unfreeze()
+    keeper.progressed()  # the last freeze is 0 s old
+    assert gc.get_freeze_count() == 0
+    now[0] += 0.5
+    keeper.progressed()
+    assert gc.get_freeze_count() > 0
 
 
 def test_the_metrics_page_has_no_created_series() -> None:
