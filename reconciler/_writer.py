@@ -9,12 +9,12 @@ and a sender's batch carries records of many scopes. With a store that can (`Mul
 the whole batch is one transaction in which each cluster's rows are fenced by that
 cluster's own lease: a fenced cluster's rows are refused, the others are applied.
 
-Order: a record goes to shard `xxh64(scope, key) % senders`, so every version of one
-object lands in one shard, which is processed by one sender, one batch at a time; within a
-shard a key waits at most once (a newer version replaces an older one still waiting).
-Versions only go forward: each scope remembers the highest version it has taken of each
-key and drops an older record (`superseded_total`), which is what lets the store skip
-writes of a newer version with unchanged content (docs/designs/006).
+Order and batches are the queue's (`_shards`): every version of one object lands in one
+shard, a shard is in one batch at a time, and one sender at a time collects the next batch
+over every shard not in flight. Versions only go forward: each scope remembers the highest
+version it has taken of each key and drops an older record (`superseded_total`), which is
+what lets the store skip writes of a newer version with unchanged content
+(docs/designs/006).
 
 Memory: one budget bounds the records queued here plus those parked by the scopes' gates,
 over the whole instance. A scope may add while the instance is under its budget, or while
@@ -37,7 +37,6 @@ released with `QueueClosed`, and `Scope.fenced` resolved so its reconciler ends 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -45,12 +44,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import xxhash
-
 from ._backoff import Backoff
 from ._errors import Fenced, QueueClosed, StoreError
 from ._metrics import MetricChild, bound
 from ._protocols import Metrics, Store
+from ._shards import Shard, ShardQueue
 from ._types import ApplyResult, ClusterId, Fence, ObjectKey, Record
 
 log = logging.getLogger("reconciler.writer")
@@ -69,8 +67,8 @@ class WriterSettings:
     """Most records one sender writes in one transaction."""
     linger: float = 0.1
     """Seconds a sender waits for a batch to fill before writing what it has."""
-    max_scopes: int = 32
-    """Most scopes (one resource of one cluster each) a transaction carries (`_Shard.take`)."""
+    max_scopes: int = 64
+    """Most scopes (one resource of one cluster each) a transaction carries (`Shard.take`)."""
     budget: int = 200_000
     """Records queued plus parked, over every scope, before fair shares apply."""
     backoff_initial: float = 0.2
@@ -235,34 +233,6 @@ def _hold(scope: Scope, record: Record) -> bool:
     return False
 
 
-class _Shard:
-    """Pending records of one shard, at most one per (scope, key), in first-arrival order."""
-
-    def __init__(self) -> None:
-        self.pending: dict[tuple[int, ObjectKey], tuple[Scope, Record]] = {}
-        self.ready = asyncio.Event()
-        self.full = asyncio.Event()
-        """Set when a lingering sender's batch has filled: it need not wait longer."""
-
-    def take(self, n: int, scopes: int) -> list[tuple[Scope, Record]]:
-        """The first `n` records in arrival order, from at most `scopes` scopes (a store
-        writes each scope's group with its own statements: the cap bounds the round trips,
-        and so the duration, of one transaction)."""
-        keys: list[tuple[int, ObjectKey]] = []
-        seen: set[int] = set()
-        for looked, key in enumerate(self.pending):
-            if key[0] not in seen:
-                if len(seen) == scopes:
-                    if looked >= 4 * n:  # a bounded look past the cap, not the whole queue
-                        break
-                    continue
-                seen.add(key[0])
-            keys.append(key)
-            if len(keys) == n:
-                break
-        return [self.pending.pop(k) for k in keys]
-
-
 class Writer:
     """The senders of an instance; see the module docstring."""
 
@@ -271,7 +241,8 @@ class Writer:
         self.settings = settings or WriterSettings()
         self.metrics = metrics
         self._multi = multi
-        self._shards = [_Shard() for _ in range(self.settings.senders)]
+        self._queue = ShardQueue(self.settings)
+        self._shards = self._queue.shards
         self._scopes: dict[int, Scope] = {}
         self._ids = itertools.count(1)
         self._used = 0
@@ -326,9 +297,8 @@ class Writer:
         """Whether a record of `key` already waits (a newer one replaces it: no growth)."""
         return (scope.sid, key) in self._shard_of(scope, key).pending
 
-    def _shard_of(self, scope: Scope, key: ObjectKey) -> _Shard:
-        digest = xxhash.xxh64_intdigest(key.encode(), seed=scope.sid)
-        return self._shards[digest % len(self._shards)]
+    def _shard_of(self, scope: Scope, key: ObjectKey) -> Shard:
+        return self._queue.shard_of(scope.sid, key)
 
     def enqueue(self, scope: Scope, record: Record) -> None:
         """Put a record on its shard, replacing an older waiting version of its key."""
@@ -348,9 +318,8 @@ class Writer:
         shard.pending[slot] = (scope, record)
         scope.queued += 1
         self._used += 1
-        shard.ready.set()
-        if len(shard.pending) >= self.settings.batch_size:
-            shard.full.set()
+        if not shard.busy:
+            self._queue.arrived(1)
 
     def remove(self, scope: Scope, error: Fenced | None = None) -> None:
         """Close a scope: drop its queued records, release its producers and waiters."""
@@ -388,8 +357,8 @@ class Writer:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._gauges())
                 tg.create_task(self._resume_loop())
-                for shard in self._shards:
-                    tg.create_task(self._send(shard))
+                for _ in self._shards:
+                    tg.create_task(self._send())
         finally:
             for scope in list(self._scopes.values()):
                 self.remove(scope)
@@ -417,21 +386,10 @@ class Writer:
                 metrics.set("lag_seconds", scope.labels, 0)
                 scope.lagging = False
 
-    async def _send(self, shard: _Shard) -> None:
+    async def _send(self) -> None:
         settings = self.settings
         while True:
-            while not shard.pending:
-                shard.ready.clear()
-                await shard.ready.wait()
-            if len(shard.pending) < settings.batch_size and settings.linger > 0:
-                # Linger for more, up to a full batch: a transaction's fixed cost (fences,
-                # round trips, the commit) is paid once for all it carries, and a quiet
-                # fleet's events are a few per cluster per second over many clusters.
-                shard.full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(settings.linger):
-                        await shard.full.wait()
-            taken = shard.take(settings.batch_size, settings.max_scopes)
+            taken, shards = await self._queue.collect()
             groups: dict[int, list[Record]] = {}
             scopes: dict[int, Scope] = {}
             for scope, record in taken:
@@ -455,6 +413,7 @@ class Writer:
                     scope = scopes[sid]
                     scope.inflight -= len(records)
                     scope._settle()
+                self._queue.release(shards)
 
     async def _write(self, parts: list[tuple[Scope, list[Record]]]) -> None:
         """Write one batch; deliver per-scope outcomes. A failed batch of many scopes is
@@ -516,7 +475,8 @@ class Writer:
         for record in held.values():
             shard = self._shard_of(scope, record.key)
             shard.pending[(scope.sid, record.key)] = (scope, record)
-            shard.ready.set()
+            if not shard.busy:
+                self._queue.arrived(1)
 
     async def _resume_loop(self) -> None:
         """Put scopes set aside back to work when their backoff has passed."""

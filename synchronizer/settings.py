@@ -126,13 +126,16 @@ class SyncSettings(_Strict):
         600.0, description="Seconds between re-reads of the cluster registries.")
     senders: Annotated[int, Field(ge=1, le=256)] = Field(
         8, description="Sender coroutines of the instance's writer (shared by every cluster"
-        " and kind; an object's events always go through the same one).")
+        " and kind), and shards of its queue: an object's events always go through the same"
+        " shard, which is in one transaction at a time. Transactions of a backlog run this"
+        " many at once.")
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         500, description="Most rows written in one transaction.")
     linger: Annotated[float, Field(ge=0)] = Field(
-        0.1, description="Most seconds a sender waits for its batch to fill (it writes as"
+        0.1, description="Most seconds the writer waits for a batch to fill (it writes as"
         " soon as the batch is full). A quiet fleet's events are a few per cluster per second"
-        " over many clusters: waiting gathers them into fewer transactions.")
+        " over many clusters: waiting gathers them, over every cluster and shard, into one"
+        " transaction per linger.")
     gate_capacity: Annotated[int, Field(ge=1)] = Field(
         100_000, description="Events one kind of one cluster may park during its full sync"
         " before another is scheduled.")

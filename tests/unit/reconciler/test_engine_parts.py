@@ -268,6 +268,87 @@ async def test_a_transaction_carries_at_most_max_scopes_groups() -> None:
     task.cancel()
 
 
+def keys_by_shard(writer: Writer, scope: Scope, n: int, *, per: int) -> dict[int, list[str]]:
+    """`per` keys of `scope` for each of `n` shards (found by trying names: the shard of a
+    key is its hash)."""
+    out: dict[int, list[str]] = {}
+    shards = writer._shards
+    for i in range(10_000):
+        key = f"{scope.cluster}-{i}"
+        at = shards.index(writer._shard_of(scope, ObjectKey(key)))
+        if at < n and len(out.setdefault(at, [])) < per:
+            out[at].append(key)
+        if len(out) == n and all(len(v) == per for v in out.values()):
+            return out
+    raise AssertionError("no such keys")
+
+
+async def test_a_quiet_fleets_records_in_every_shard_go_in_one_transaction() -> None:
+    """Design 009, addendum 2: one sender collects a batch over every shard that is not
+    busy. With a shard per sender lingering on its own, eight shards wrote eight
+    transactions of a few records each."""
+    store = GroupStore()
+    writer = writer_for(store, senders=4, linger=0.01)
+    scopes = [scope_of(writer, store, c) for c in ("w", "x", "y", "z")]
+    for n, scope in enumerate(scopes):  # each scope's record in a shard of its own
+        (key,) = keys_by_shard(writer, scope, n + 1, per=1)[n]
+        await scope.put(rec(key, 1))
+    assert sum(1 for shard in writer._shards if shard.pending) == 4
+    task = asyncio.create_task(writer.run())
+    for scope in scopes:
+        await scope.drained()
+    assert [sorted(c for c, _ in call) for call in store.calls] == [["w", "x", "y", "z"]]
+    task.cancel()
+
+
+async def test_a_backlog_spreads_over_the_senders() -> None:
+    """A shard holding a batch's worth alone is a batch alone, and the next sender takes
+    the next shard while the first batch is still being written."""
+    entered: list[list[tuple[str, int]]] = []
+    both_in, release = asyncio.Event(), asyncio.Event()
+
+    class HeldStore(GroupStore):
+        async def apply(self, cluster, batch, *, fence=None):  # type: ignore[no-untyped-def]
+            entered.append([(cluster, len(batch))])
+            if len(entered) == 2:
+                both_in.set()
+            await release.wait()
+            return await super().apply(cluster, batch, fence=fence)
+
+    store = HeldStore()
+    writer = writer_for(store, senders=2, batch_size=3, linger=3600)
+    scope = scope_of(writer, store, "c")
+    for keys in keys_by_shard(writer, scope, 2, per=3).values():
+        for key in keys:
+            await scope.put(rec(key, 1))
+    task = asyncio.create_task(writer.run())
+    async with asyncio.timeout(10):  # one batch at a time would never get here
+        await both_in.wait()
+    assert entered == [[("c", 3)], [("c", 3)]]
+    release.set()
+    await scope.drained()
+    assert len(store.rows) == 6
+    task.cancel()
+
+
+async def test_a_batch_cut_by_a_cap_leaves_nobody_lingering() -> None:
+    """What a cap left behind is written at once, however long the linger: it did not
+    wait for company, it was turned away."""
+    store = GroupStore()
+    writer = writer_for(store, linger=3600, batch_size=5, max_scopes=2)
+    scopes = [scope_of(writer, store, c) for c in ("x", "y", "z")]
+    for scope in scopes:
+        for i in range(2):
+            await scope.put(rec(f"{scope.cluster}-{i}", 1))
+    task = asyncio.create_task(writer.run())
+    async with asyncio.timeout(10):  # an hour, were it lingering
+        for scope in scopes:
+            await scope.drained()
+    assert [sorted(call) for call in store.calls] == [[("x", 2), ("y", 2)]]
+    assert {k for (c, k) in store.rows if c == "z"} == {"z-0", "z-1"}
+    task.cancel()
+
+
 async def test_one_clusters_failing_writes_never_hold_back_the_others() -> None:
     """TEST-MATRIX row 27 at the writer: X's rows are locked elsewhere, so every
     transaction touching them fails. The batch that carried X with Y and Z is tried again
