@@ -444,3 +444,42 @@ async def test_lag_reads_zero_after_a_batch_that_was_in_flight_at_the_last_tick(
     writer.show_gauges()
     assert metrics.gauges[("lag_seconds", "c")] == 0
     task.cancel()
+
+
+async def test_a_tick_looks_only_at_scopes_not_at_rest() -> None:
+    """The gauge tick sets nothing for scopes at rest (a fleet's thousands of them), and
+    still sees the one that changed, until it is at rest again."""
+    class Counted(GaugeMetrics):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sets: list[tuple[str, str]] = []
+
+        def set(self, name: str, labels: object, value: float) -> None:
+            self.sets.append((name, labels["cluster"]))  # type: ignore[index]
+            super().set(name, labels, value)
+
+    store, metrics = MemoryStore(), Counted()
+    writer = Writer(metrics=metrics, settings=WriterSettings(senders=1, linger=0))
+    scopes = [writer.scope(cluster=ClusterId(c), store=store, fence=None,
+                           labels={"cluster": c, "kind": "k"}, clock=lambda: NOW)
+              for c in ("a", "b", "c")]
+    writer.show_gauges()  # every new scope's gauges are shown once
+    assert sorted(metrics.sets) == sorted(
+        (g, c) for g in ("parked_events", "sender_queue_depth") for c in "abc")
+    metrics.sets.clear()
+    writer.show_gauges()
+    assert metrics.sets == []  # all at rest
+    await scopes[1].put(rec("x", 1))
+    writer.show_gauges()
+    assert sorted(metrics.sets) == [("parked_events", "b"), ("sender_queue_depth", "b")]
+    assert metrics.gauges[("sender_queue_depth", "b")] == 1
+    task = asyncio.create_task(writer.run())
+    await scopes[1].drained()
+    metrics.sets.clear()
+    writer.show_gauges()  # written: the depth and the lag go back to 0
+    assert sorted(metrics.sets) == [("lag_seconds", "b"), ("parked_events", "b"),
+                                    ("sender_queue_depth", "b")]
+    metrics.sets.clear()
+    writer.show_gauges()
+    assert metrics.sets == []
+    task.cancel()
