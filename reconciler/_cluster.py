@@ -563,6 +563,8 @@ class _Index:
     def __init__(self, store: Store, cluster: ClusterId) -> None:
         self._task = asyncio.ensure_future(store.load_index(cluster))
         self._stored: dict[ObjectKey, Stamp] | None = None
+        self._current: dict[ObjectKey, int] | None = None
+        """The version of each row `vouch` may vouch for, made at its first call."""
         self.newest = 0
         """The highest stored version (of Active rows), once loaded."""
 
@@ -575,14 +577,16 @@ class _Index:
 
     async def vouch(self, heads: Sequence[tuple[ObjectKey, int]]) -> list[bool]:
         """`Unchanged` (see the class docstring)."""
-        stored = await self.get()
-        active = State.ACTIVE
-        out = []
-        for key, version in heads:
-            stamp = stored.get(key)
-            out.append(stamp is not None and stamp.version == version
-                       and stamp.state is active and bool(stamp.checksum))
-        return out
+        current = self._current
+        if current is None:
+            # One pass over the index, then one lookup per listed object: a re-sync of
+            # 100,000 objects asks for each, and testing four things per object was a
+            # tenth of its time.
+            active = State.ACTIVE
+            current = self._current = {key: s.version for key, s in (await self.get()).items()
+                                       if s.state is active and s.checksum}
+        get = current.get
+        return [get(key) == version for key, version in heads]
 
     def cancel(self) -> None:
         """Stop loading if still loading; a failure nobody awaited is not reported."""
