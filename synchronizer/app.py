@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -266,9 +266,9 @@ class Instance:
                     return failing[1]
         return None
 
-    async def _count(self, kind: Kind, cluster: ClusterId) -> int:
+    async def _count(self, kind: Kind, clusters: Sequence[ClusterId]) -> dict[ClusterId, int]:
         store = self._require_store()
-        return await store.table(kind).count_active(cluster)
+        return await store.table(kind).count_active_many(clusters)
 
     def _kinds(self, cluster: ClusterId) -> dict[str, Kind]:
         return dict(table_kinds(self.factory.specs.get(cluster) or self.static.get(cluster),
@@ -283,17 +283,24 @@ class Instance:
             owned = set(self.controller.clusters)
             self.counts.forget(owned)
             now = loop.time()
+            every: dict[ClusterId, Mapping[str, Kind]] = {}
+            some: dict[ClusterId, Mapping[str, Kind]] = {}
+            only: dict[ClusterId, set[str]] = {}
             for cluster in owned:
                 kinds = self._kinds(cluster)
                 written = self._written(cluster, kinds)
                 seen = last.get(cluster)
                 if seen is None or now - seen[1] >= COUNT_MAX_AGE:
-                    await self.counts.of(cluster, kinds)
+                    every[cluster] = kinds
                     last[cluster] = (written, now)
                 elif seen[0] != written:
-                    await self.counts.of(cluster, kinds, only={
-                        k for k, n in written.items() if seen[0].get(k) != n})
+                    some[cluster] = kinds
+                    only[cluster] = {k for k, n in written.items() if seen[0].get(k) != n}
                     last[cluster] = (written, seen[1])
+            if every:
+                await self.counts.of_many(every)
+            if some:
+                await self.counts.of_many(some, only=only)
             for cluster in set(last) - owned:
                 del last[cluster]
             await asyncio.sleep(COUNT_INTERVAL)
@@ -356,10 +363,12 @@ class Instance:
         coord = self.coordinator.status()
         loop_now = asyncio.get_running_loop().time()
         clusters = []
-        for cluster, running in sorted(self.controller.clusters.items()):
+        owned = sorted(self.controller.clusters.items())
+        every = await self.counts.of_many({cluster: self._kinds(cluster) for cluster, _ in owned})
+        for cluster, running in owned:
             sup = running.supervisor
             spec: ClusterSpec | None = running.assigned.spec or self.factory.specs.get(cluster)
-            counts = await self.counts.of(cluster, self._kinds(cluster))
+            counts = every[cluster]
             synced = last_full_sync(sup)
             recs = sup.reconcilers if sup is not None else {}
             errors = [f"{k}: {r.status.last_error}" for k, r in recs.items()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,36 +94,59 @@ def totals(details: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-class RowCounts:
-    """Active rows per cluster and kind, cached briefly; feeds /status and the gauge."""
+Count = Callable[[Kind, Sequence[ClusterId]], Awaitable[Mapping[ClusterId, int]]]
+"""Active rows of one kind for each of many clusters (`KindTable.count_active_many`)."""
 
-    def __init__(self, *, count: Callable[[Kind, ClusterId], Any], metrics: Metrics) -> None:
+
+class RowCounts:
+    """Active rows per cluster and kind, cached briefly; feeds /status and the gauge.
+
+    Counted a kind at a time for every cluster that needs it, in a statement or a few:
+    counting cluster by cluster made a polled /status of a 200-cluster instance 1,600
+    queries, about 4 % of its CPU while its clusters synced."""
+
+    def __init__(self, *, count: Count, metrics: Metrics) -> None:
         self._count = count
         self._metrics = metrics
         self._cache: dict[ClusterId, tuple[float, dict[str, int]]] = {}
 
-    async def of(self, cluster: ClusterId, kinds: Mapping[str, Kind], *,
-                 only: Collection[str] | None = None) -> dict[str, int]:
-        """Active rows of `cluster` per kind name (missing when the store is not up).
+    async def of(self, cluster: ClusterId, kinds: Mapping[str, Kind]) -> dict[str, int]:
+        """Active rows of `cluster` per kind name (missing when the store is not up)."""
+        return (await self.of_many({cluster: kinds}))[cluster]
 
-        With `only`, those kinds are counted again and the others keep their last counts
-        (a fleet's churn is mostly pods: recounting all eight kinds of every cluster that
-        wrote was 160 queries a second at 200 clusters)."""
+    async def of_many(self, wanted: Mapping[ClusterId, Mapping[str, Kind]], *,
+                      only: Mapping[ClusterId, Collection[str]] | None = None
+                      ) -> dict[ClusterId, dict[str, int]]:
+        """Active rows of each cluster per kind name (missing when the store is not up):
+        the cached counts where under `COUNT_TTL` old, else counted again.
+
+        With `only`, just those kinds of those clusters are counted again and the others
+        keep their last counts (a fleet's churn is mostly pods: recounting all eight kinds
+        of every cluster that wrote was 160 queries a second at 200 clusters)."""
         now = asyncio.get_running_loop().time()
-        cached = self._cache.get(cluster)
-        kept = cached[1] if cached is not None and set(cached[1]) == set(kinds) else None
-        if kept is not None and cached is not None and now - cached[0] < COUNT_TTL \
-                and only is None:
-            return kept
-        counts: dict[str, int] = dict(kept) if kept is not None else {}
-        for name, kind in kinds.items():
-            if only is not None and kept is not None and name not in only:
+        todo: dict[str, tuple[Kind, list[ClusterId]]] = {}
+        fresh: dict[ClusterId, dict[str, int]] = {}
+        for cluster, kinds in wanted.items():
+            cached = self._cache.get(cluster)
+            kept = cached[1] if cached is not None and set(cached[1]) == set(kinds) else None
+            if kept is not None and cached is not None and now - cached[0] < COUNT_TTL \
+                    and only is None:
                 continue
+            fresh[cluster] = dict(kept) if kept is not None else {}
+            names = set(kinds) if only is None or kept is None else \
+                set(only.get(cluster, ())) & set(kinds)
+            for name in names:
+                todo.setdefault(name, (kinds[name], []))[1].append(cluster)
+        for name, (kind, clusters) in todo.items():
             with contextlib.suppress(Exception):
-                counts[name] = await self._count(kind, cluster)
-                self._metrics.set("rows", {"cluster": cluster, "kind": name}, counts[name])
-        self._cache[cluster] = (now, counts)
-        return counts
+                found = await self._count(kind, clusters)
+                for cluster in clusters:
+                    fresh[cluster][name] = found[cluster]
+                    self._metrics.set("rows", {"cluster": cluster, "kind": name},
+                                      found[cluster])
+        for cluster, counts in fresh.items():
+            self._cache[cluster] = (now, counts)
+        return {cluster: dict(self._cache[cluster][1]) for cluster in wanted}
 
     def peek(self, cluster: ClusterId) -> dict[str, int]:
         """The last counts of `cluster` without counting again (empty if never counted)."""

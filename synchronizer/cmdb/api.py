@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 Fixed = Mapping[str, Any]
 """Column values a table view pins: the discriminator of one resource (`kind=Deployment`)."""
 
+COUNT_CHUNK = 500
+"""Most clusters one counting statement names (SQLite before 3.32 takes 999 parameters)."""
+
 
 class KindBackend(Protocol):
     """What a store implements per kind; `KindTable` binds a kind and resource to it."""
@@ -62,8 +65,10 @@ class KindBackend(Protocol):
         """Every column of every row of a cluster in the view, ordered by uid."""
         ...
 
-    async def count_active(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> int:
-        """Active rows of a cluster in the view."""
+    async def count_active(self, kind: Kind, fixed: Fixed, clusters: Sequence[ClusterId]
+                           ) -> dict[ClusterId, int]:
+        """Active rows of each cluster in the view (0 for none), in a statement or a few
+        for any number of clusters."""
         ...
 
 
@@ -113,7 +118,12 @@ class KindTable:
 
     async def count_active(self, cluster: ClusterId) -> int:
         """Active rows of the cluster in this view."""
-        return await self._backend.count_active(self.kind, self._fixed, cluster)
+        return (await self.count_active_many([cluster]))[cluster]
+
+    async def count_active_many(self, clusters: Sequence[ClusterId]) -> dict[ClusterId, int]:
+        """Active rows of each cluster in this view (a fleet's counts in a statement or
+        a few, not a statement per cluster)."""
+        return await self._backend.count_active(self.kind, self._fixed, clusters)
 
 
 class CmdbStore(Leases, Protocol):

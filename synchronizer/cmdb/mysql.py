@@ -42,7 +42,7 @@ from reconciler import (
 from synchronizer.kinds import Kind, Resource
 
 from . import mysql_sql, rows
-from .api import Fixed, KindTable, checked_columns, register
+from .api import COUNT_CHUNK, Fixed, KindTable, checked_columns, register
 from .mysql_conn import DataError, MySQLConnection, classify, describe, error_code
 
 if TYPE_CHECKING:
@@ -122,8 +122,6 @@ class _KindSql:
         self.logged_repair = mysql_sql.upsert(kind, repair=True, logged=True)
         self.index = mysql_sql.load_index(kind, discriminated=False)
         self.index_of = mysql_sql.load_index(kind, discriminated=True)
-        self.count = mysql_sql.count_active(kind)
-        self.count_of = mysql_sql.count_active(kind, discriminated=True)
         self.purge = mysql_sql.purge_tombstones(kind)
         self.stage_create = mysql_sql.stage_create(kind)
         self.stage_clear = mysql_sql.stage_clear(kind)
@@ -464,16 +462,19 @@ class MySQLStore:
         return {uid: new(Stamp, (version, checksum, states[state]))
                 for uid, version, checksum, state in found}
 
-    async def count_active(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> int:
-        """Active rows of the view (an index range count, tombstones not touched)."""
-        sql = self._statements(kind)
-        args: tuple[Any, ...] = (cluster,)
-        statement = sql.count
-        if fixed:
-            assert kind.discriminator is not None
-            args, statement = (cluster, fixed[kind.discriminator]), sql.count_of
-        ((n,),) = await self.conn.query(f"count {cluster}", statement, args)
-        return int(n)
+    async def count_active(self, kind: Kind, fixed: Fixed, clusters: Sequence[ClusterId]
+                           ) -> dict[ClusterId, int]:
+        """Active rows of the view per cluster (index range counts, tombstones not
+        touched), a statement per `COUNT_CHUNK` clusters; a cluster with none is 0."""
+        out = dict.fromkeys(clusters, 0)
+        extra: tuple[Any, ...] = (fixed[kind.discriminator],) if fixed else ()
+        for at in range(0, len(clusters), COUNT_CHUNK):
+            chunk = clusters[at:at + COUNT_CHUNK]
+            statement = mysql_sql.count_active(kind, len(chunk), discriminated=bool(fixed))
+            for cluster, n in await self.conn.query(f"count {kind.table}", statement,
+                                                     (*chunk, *extra)):
+                out[ClusterId(cluster)] = int(n)
+        return out
 
     async def count_by_state(self, kind: Kind, cluster: ClusterId) -> dict[str, int]:
         """Rows of `cluster` per state, both states always present."""

@@ -137,12 +137,13 @@ def load_index(kind: Kind, *, discriminated: bool) -> str:
             f" state FROM `{kind.table}` WHERE {where}")
 
 
-def count_active(kind: Kind, *, discriminated: bool = False) -> str:
-    """Active rows of a cluster (or of one resource of it): an index range count."""
-    where = "cluster_id = %s AND state = 'Active'"
+def count_active(kind: Kind, clusters: int, *, discriminated: bool = False) -> str:
+    """Active rows of each of `clusters` clusters (or of one resource of each), one row
+    per cluster that has any: index range counts, one statement for a whole fleet."""
+    where = (f"cluster_id IN ({', '.join(['%s'] * clusters)}) AND state = 'Active'")
     if discriminated:
         where += f" AND `{kind.discriminator}` = %s"
-    return f"SELECT COUNT(*) FROM `{kind.table}` WHERE {where}"
+    return f"SELECT cluster_id, COUNT(*) FROM `{kind.table}` WHERE {where} GROUP BY cluster_id"
 
 
 def purge_tombstones(kind: Kind) -> str:

@@ -49,7 +49,7 @@ from reconciler import (
 from synchronizer.kinds import Kind, Resource
 from synchronizer.kinds.descriptor import SEPARATOR, rendered
 
-from .api import Fixed, KindTable, checked_columns, register
+from .api import COUNT_CHUNK, Fixed, KindTable, checked_columns, register
 from .dsn import parse_sqlite
 from .rows import (
     ERROR_LIMIT,
@@ -436,13 +436,22 @@ class SQLiteStore:
                 each.append(exc)
         return each
 
-    async def count_active(self, kind: Kind, fixed: Fixed, cluster: ClusterId) -> int:
-        """Active rows of the view (an index range count)."""
+    async def count_active(self, kind: Kind, fixed: Fixed, clusters: Sequence[ClusterId]
+                           ) -> dict[ClusterId, int]:
+        """Active rows of the view per cluster (index range counts); 0 for none."""
         extra, args = _where(kind, fixed)
-        sql = (f"SELECT COUNT(*) FROM {kind.table} WHERE cluster_id = ? AND state = 'Active'"
-               f"{extra}")
-        return await self._reader.call(
-            lambda conn: int(conn.execute(sql, (cluster, *args)).fetchone()[0]))
+
+        def job(conn: sqlite3.Connection) -> dict[ClusterId, int]:
+            out = dict.fromkeys(clusters, 0)
+            for at in range(0, len(clusters), COUNT_CHUNK):
+                chunk = clusters[at:at + COUNT_CHUNK]
+                sql = (f"SELECT cluster_id, COUNT(*) FROM {kind.table} WHERE cluster_id IN"
+                       f" ({', '.join('?' * len(chunk))}) AND state = 'Active'{extra}"
+                       " GROUP BY cluster_id")
+                for cluster, n in conn.execute(sql, (*chunk, *args)):
+                    out[ClusterId(cluster)] = int(n)
+            return out
+        return await self._reader.call(job)
 
     async def count_by_state(self, kind: Kind, cluster: ClusterId) -> dict[str, int]:
         """Rows of `cluster` per state, both states always present."""

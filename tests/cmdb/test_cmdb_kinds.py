@@ -62,6 +62,30 @@ async def test_every_kind_follows_the_rule(cmdb, name):
     assert await table.load_index(CLUSTER) == {}
 
 
+async def test_a_fleets_active_rows_are_counted_per_cluster_in_one_call(cmdb, monkeypatch):
+    """`/status` and the rows gauge count every cluster of a kind in a statement or a few
+    (chunked: the chunk is shrunk here to see the seams), tombstones and the other
+    resources of a shared table not counted, 0 for a cluster with no rows."""
+    monkeypatch.setattr(f"{type(cmdb).__module__}.COUNT_CHUNK", 2)
+    pods = cmdb.table(PODS)
+    clusters = [f"c{n}" for n in range(5)]
+    for n, cluster in enumerate(clusters[:4]):
+        await pods.apply(cluster, [record(PODS, f"{cluster}-{i}", 3, name=f"p{i}")
+                                   for i in range(n + 1)])
+    gone = Record(key=ObjectKey("c3-0"), version=9, checksum=TOMBSTONE, query_at=at(9),
+                  state=State.DELETED)
+    await pods.apply("c3", [gone])
+    assert await pods.count_active_many(clusters) == {"c0": 1, "c1": 2, "c2": 3, "c3": 3,
+                                                       "c4": 0}
+    deployments, jobs = cmdb.table(WORKLOADS, DEPLOYMENT), cmdb.table(WORKLOADS, JOB)
+    await deployments.apply("c0", [record(WORKLOADS, "d1", 3, kind="Deployment",
+                                          namespace="ns", name="web", replicas=3)])
+    await jobs.apply("c1", [record(WORKLOADS, "j1", 4, kind="Job", namespace="ns",
+                                   name="once", replicas=None)])
+    assert await jobs.count_active_many(clusters[:3]) == {"c0": 0, "c1": 1, "c2": 0}
+    assert await cmdb.table(WORKLOADS).count_active_many(["c0", "c1"]) == {"c0": 1, "c1": 1}
+
+
 async def test_workload_resources_share_one_table_but_not_an_index(cmdb):
     deployments = cmdb.table(WORKLOADS, DEPLOYMENT)
     jobs = cmdb.table(WORKLOADS, JOB)
