@@ -66,7 +66,7 @@ class WriterSettings:
     batch_size: int = 500
     """Most records one sender writes in one transaction."""
     linger: float = 0.1
-    """Seconds a sender waits for a batch to fill before writing what it has."""
+    """Seconds the collecting sender waits for a batch to fill before writing what it has."""
     max_scopes: int = 64
     """Most scopes (one resource of one cluster each) a transaction carries (`Shard.take`)."""
     budget: int = 200_000

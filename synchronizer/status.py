@@ -141,9 +141,8 @@ class RowCounts:
             with contextlib.suppress(Exception):
                 found = await self._count(kind, clusters)
                 for cluster in clusters:
-                    fresh[cluster][name] = found[cluster]
-                    self._metrics.set("rows", {"cluster": cluster, "kind": name},
-                                      found[cluster])
+                    n = fresh[cluster][name] = found.get(cluster, 0)
+                    self._metrics.set("rows", {"cluster": cluster, "kind": name}, n)
         for cluster, counts in fresh.items():
             self._cache[cluster] = (now, counts)
         return {cluster: dict(self._cache[cluster][1]) for cluster in wanted}
