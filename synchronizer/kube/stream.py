@@ -26,6 +26,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
+from typing import NoReturn
 
 import aiohttp
 
@@ -95,11 +96,7 @@ class WatchStream:
                 raise self._stall() from None
             raise
         except BaseException as exc:
-            await self.aclose()
-            failure = self._failure(exc)
-            if failure is None:
-                raise
-            raise failure from None
+            await self._close_failed(exc)
 
     def prompt(self, version: int) -> None:
         """Someone waits for `version`: hand over a held bookmark at once."""
@@ -139,6 +136,15 @@ class WatchStream:
             return self._stall()
         return transport_error(self._cluster, self._what, exc)
 
+    async def _close_failed(self, exc: BaseException) -> NoReturn:
+        """Close after a failed open or read, then raise the engine's error for `exc`
+        (or `exc` itself when it is no failed exchange: a cancellation, a bug)."""
+        await self.aclose()
+        failure = self._failure(exc)
+        if failure is None:
+            raise exc
+        raise failure from None
+
     def _new_feed(self) -> WatchFeed:
         feed = WatchFeed(
             self._since,
@@ -158,11 +164,7 @@ class WatchStream:
             else:
                 feed = await self._open_direct(creds)
         except BaseException as exc:
-            await self.aclose()
-            failure = self._failure(exc)
-            if failure is None:
-                raise
-            raise failure from None
+            await self._close_failed(exc)
         self._feed = feed
         return feed
 

@@ -158,11 +158,13 @@ class RegistrySetup:
         from synchronizer.clusters import table_kinds
 
         out: dict[str, Summary] = {}
-        for cluster, running in list(self.controller.clusters.items()):
-            counts = self.counts.peek(cluster)
-            if not counts:
-                counts = await self.counts.of(
-                    cluster, table_kinds(running.assigned.spec, self.settings))
+        running_now = list(self.controller.clusters.items())
+        counted = {cluster: self.counts.peek(cluster) for cluster, _ in running_now}
+        counted |= await self.counts.of_many({  # the never counted, all at once
+            cluster: table_kinds(running.assigned.spec, self.settings)
+            for cluster, running in running_now if not counted[cluster]})
+        for cluster, running in running_now:
+            counts = counted[cluster]
             spec = running.assigned.spec
             out[str(cluster)] = summarize(running.supervisor, running.error,
                                           counts.get("pods", 0), spec.where if spec else "")
