@@ -53,16 +53,16 @@ from reconciler import (
     ClusterSupervisor,
     Event,
     Fence,
-    ObjectKey,
     Page,
     ReconcilerSettings,
     Record,
-    Stamp,
+    StoredIndex,
     Unchanged,
 )
 from synchronizer.cmdb import CmdbStore, KindTable, open_store
 from synchronizer.kinds import PODS
 from synchronizer.kube import ClusterClient, KubeSource
+from synchronizer.kube.client import LIST_READ_AHEAD
 from synchronizer.metrics import PrometheusMetrics
 
 from .common import vm_hwm_kib
@@ -86,8 +86,8 @@ async def read_list(client: ClusterClient, page_size: int) -> tuple[int, int]:
     token, pages, size = "", 0, 0
     while True:
         params = {"limit": str(page_size), **({"continue": token} if token else {})}
-        async with client.request(PODS.resources[0].path, params,
-                                  read_timeout=120) as response:
+        async with client.request(PODS.resources[0].path, params, read_timeout=120,
+                                  read_ahead=LIST_READ_AHEAD) as response:
             body = await response.read()
         pages, size = pages + 1, size + len(body)
         token = _PAGE_META.decode(body).metadata.continue_
@@ -161,7 +161,7 @@ class ObservedStore:
         self.log = []
         self.rows = self.written = 0
 
-    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
+    async def load_index(self, cluster: ClusterId) -> StoredIndex:
         """The inner store's index (frozen out of the GC's sight with `freeze-index`)."""
         index = await self.table.load_index(cluster)
         if self.freeze_index:

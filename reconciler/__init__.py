@@ -41,8 +41,8 @@ from ._types import (
     ObjectKey,
     Page,
     Record,
-    Stamp,
     State,
+    StoredIndex,
     Unchanged,
 )
 from ._writer import MultiStore, Scope, WriteGroup, Writer, WriterSettings
@@ -82,10 +82,10 @@ __all__ = [
     "SourceError",
     "SourceUnavailable",
     "Stalled",
-    "Stamp",
     "State",
     "Store",
     "StoreError",
+    "StoredIndex",
     "SupervisorStatus",
     "Transient",
     "Unchanged",

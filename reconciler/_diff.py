@@ -12,32 +12,33 @@ active keys that were not listed become tombstones at the list's version.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import filterfalse
 
 from ._checksum import TOMBSTONE
-from ._types import ObjectKey, Record, Stamp, State
+from ._types import ObjectKey, Record, State, StoredIndex
 
 
 def changes(
-    records: Iterable[Record], index: Mapping[ObjectKey, Stamp], seen: set[ObjectKey]
+    records: Sequence[Record], index: StoredIndex, seen: set[ObjectKey]
 ) -> Iterator[Record]:
     """Yield the listed records the store needs; add every listed key to `seen`."""
+    if not records:  # every object vouched for: the checksum map is never built
+        return
+    active = State.ACTIVE
+    stored = index.checksums.get  # None for a key with no Active row
     for record in records:
         seen.add(record.key)
-        stamp = index.get(record.key)
-        if stamp is None or stamp.checksum != record.checksum or stamp.state != record.state:
+        if stored(record.key) != record.checksum or record.state is not active:
             yield replace(record, repair=True)
 
 
 def tombstones(
-    index: Mapping[ObjectKey, Stamp], seen: set[ObjectKey], *, version: int, now: datetime
+    index: StoredIndex, seen: set[ObjectKey], *, version: int, now: datetime
 ) -> Iterator[Record]:
     """Yield a delete at the list's `version` for every stored active key not listed."""
-    for key, stamp in index.items():
-        if stamp.state == State.ACTIVE and key not in seen:
-            yield Record(
-                key=key, version=version, checksum=TOMBSTONE, query_at=now,
-                state=State.DELETED, repair=True,
-            )
+    for key in filterfalse(seen.__contains__, index.keys):
+        yield Record(key=key, version=version, checksum=TOMBSTONE, query_at=now,
+                     state=State.DELETED, repair=True)

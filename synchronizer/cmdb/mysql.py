@@ -34,8 +34,8 @@ from reconciler import (
     Fenced,
     ObjectKey,
     Record,
-    Stamp,
     State,
+    StoredIndex,
     Transient,
     WriteGroup,
 )
@@ -448,8 +448,8 @@ class MySQLStore:
             return touched
 
     async def load_index(self, kind: Kind, fixed: Fixed,
-                         cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Version, checksum ('' if edited) and state of the Active rows of the view."""
+                         cluster: ClusterId) -> StoredIndex:
+        """Version and checksum ('' if edited) of the Active rows of the view."""
         sql = self._statements(kind)
         if fixed:
             assert kind.discriminator is not None
@@ -457,10 +457,7 @@ class MySQLStore:
                                           (cluster, fixed[kind.discriminator]))
         else:
             found = await self.conn.query(f"load index of {cluster}", sql.index, (cluster,))
-        states, new = _STATES, tuple.__new__  # (a NamedTuple's own __new__ is a Python
-        # function: calling it per row was a twelfth of a 100,000-row re-sync)
-        return {uid: new(Stamp, (version, checksum, states[state]))
-                for uid, version, checksum, state in found}
+        return StoredIndex.of_rows(found)
 
     async def count_active(self, kind: Kind, fixed: Fixed, clusters: Sequence[ClusterId]
                            ) -> dict[ClusterId, int]:

@@ -125,7 +125,8 @@ def parse_log(log: str) -> dict[str, tuple[int, int]]:
 
 
 def load_index(kind: Kind, *, discriminated: bool) -> str:
-    """uid, version, checksum ('' when the row was edited) of the Active rows of a scope.
+    """uid, version, checksum ('' when the row was edited) of the Active rows of a scope
+    (`reconciler.StoredIndex.of_rows`).
 
     Tombstones are not read: the diff needs the rows it may have to delete or leave alone,
     and a cluster with CronJob churn collects tombstones by the million.
@@ -133,8 +134,8 @@ def load_index(kind: Kind, *, discriminated: bool) -> str:
     where = "cluster_id = %s AND state = 'Active'"
     if discriminated:
         where += f" AND `{kind.discriminator}` = %s"
-    return (f"SELECT uid, resource_version, IF(checksum = `{CONTENT_SUM}`, checksum, ''),"
-            f" state FROM `{kind.table}` WHERE {where}")
+    return (f"SELECT uid, resource_version, IF(checksum = `{CONTENT_SUM}`, checksum, '')"
+            f" FROM `{kind.table}` WHERE {where}")
 
 
 def count_active(kind: Kind, clusters: int, *, discriminated: bool = False) -> str:

@@ -40,8 +40,8 @@ from reconciler import (
     Fenced,
     ObjectKey,
     Record,
-    Stamp,
     State,
+    StoredIndex,
     StoreError,
     Transient,
     WriteGroup,
@@ -389,17 +389,15 @@ class SQLiteStore:
         return KindTable(self, kind, resource)
 
     async def load_index(self, kind: Kind, fixed: Fixed,
-                         cluster: ClusterId) -> dict[ObjectKey, Stamp]:
-        """Version, checksum ('' if edited) and state of the Active rows of the view."""
+                         cluster: ClusterId) -> StoredIndex:
+        """Version and checksum ('' if edited) of the Active rows of the view."""
         extra, args = _where(kind, fixed)
         sql = (f"SELECT uid, resource_version, CASE WHEN checksum = "
-               f"{_content_sum(kind, kind.table)} THEN checksum ELSE '' END, state"
+               f"{_content_sum(kind, kind.table)} THEN checksum ELSE '' END"
                f" FROM {kind.table} WHERE cluster_id = ? AND state = 'Active'{extra}")
 
-        def job(conn: sqlite3.Connection) -> dict[ObjectKey, Stamp]:
-            cur = conn.execute(sql, (cluster, *args))
-            return {uid: Stamp(version, checksum, _STATES[state])
-                    for uid, version, checksum, state in cur}
+        def job(conn: sqlite3.Connection) -> StoredIndex:
+            return StoredIndex.of_rows(conn.execute(sql, (cluster, *args)).fetchall())
         return await self._reader.call(job)
 
     async def apply(self, kind: Kind, fixed: Fixed, cluster: ClusterId,

@@ -33,7 +33,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from itertools import compress
+from typing import Any, cast
 
 import aiohttp
 import msgspec
@@ -49,7 +50,7 @@ from reconciler import (
 )
 from synchronizer.kinds import PODS, BadObject, Kind, Projection, Resource, uid_of
 
-from .client import READ_TIMEOUT, ClusterClient
+from .client import LIST_READ_AHEAD, READ_TIMEOUT, ClusterClient
 from .connection import KubeConfigError
 from .errors import excerpt, http_error, transport_error
 from .events import EventDecoder
@@ -184,7 +185,8 @@ class KubeSource:
         what = f"list {self.resource.plural}"
         try:
             async with self.client.request(self.resource.path, params,
-                                           read_timeout=READ_TIMEOUT) as response:
+                                           read_timeout=READ_TIMEOUT,
+                                           read_ahead=LIST_READ_AHEAD) as response:
                 body = await response.read()
                 status, reason, headers = response.status, response.reason, response.headers
         except TimeoutError:
@@ -198,23 +200,26 @@ class KubeSource:
         return body
 
     @staticmethod
-    def _heads(body: bytes) -> tuple[_ListMeta, list[tuple[ObjectKey, int]]] | None:
-        """The page's metadata and each item's (uid, version), read in one pass that
-        allocates nothing else; None when an item cannot be read that way (the full path
+    def _heads(body: bytes) -> tuple[_ListMeta, list[ObjectKey], list[int]] | None:
+        """The page's metadata and each item's uid and version, read in one pass that
+        allocates nothing else; None when the page cannot be read that way (the full path
         then says what is wrong with it). An item without a usable uid or version gets
-        ("", -1), which no stored row matches."""
+        "" and -1, which no stored row matches."""
         try:
             heads = _HEADS.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
-        pairs = []
+        keys: list[str] = []
+        versions: list[int] = []
         for head in heads.items or ():
             meta = head.metadata
             if meta is not None and meta.uid and meta.resourceVersion.isdigit():
-                pairs.append((ObjectKey(meta.uid), int(meta.resourceVersion)))
+                keys.append(meta.uid)
+                versions.append(int(meta.resourceVersion))
             else:
-                pairs.append((ObjectKey(""), -1))
-        return heads.metadata, pairs
+                keys.append("")
+                versions.append(-1)
+        return heads.metadata, cast(list[ObjectKey], keys), versions
 
     async def _read_page(self, body: bytes, unchanged: Unchanged | None
                          ) -> tuple[str, str, list[Record], list[ObjectKey], int]:
@@ -228,12 +233,12 @@ class KubeSource:
         todo: list[int] | None = None  # indices of the items to project; None: all
         heads = self._heads(body) if unchanged is not None else None
         if heads is not None and unchanged is not None:
-            meta, pairs = heads
-            vouched = await unchanged(pairs)
+            meta, keys, versions = heads
+            vouched = await unchanged(keys, versions)
+            if all(vouched):
+                return meta.resourceVersion, meta.continue_, [], keys, 0
             todo = [n for n, yes in enumerate(vouched) if not yes]
-            held = [key for (key, _), yes in zip(pairs, vouched, strict=True) if yes]
-            if not todo:
-                return meta.resourceVersion, meta.continue_, [], held, 0
+            held = list(compress(keys, vouched))
         return self._decode_page(body, todo, held)
 
     def _decode_page(self, body: bytes, todo: list[int] | None, held: list[ObjectKey]

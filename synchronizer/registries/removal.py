@@ -127,11 +127,12 @@ class Removal:
                 for resource in kind.resources:
                     table = store.table(kind, resource)
                     index = await table.load_index(cluster)
-                    keys = [k for k, s in index.items() if s.state is State.ACTIVE]
+                    versions = index.versions
+                    keys = list(versions)
                     for start in range(0, len(keys), BATCH):
                         if not await store.acquire(cluster, fence, self._ttl):
                             return False
-                        batch = [Record(key=k, version=index[k].version, checksum=TOMBSTONE,
+                        batch = [Record(key=k, version=versions[k], checksum=TOMBSTONE,
                                         query_at=now, state=State.DELETED, repair=True)
                                  for k in keys[start:start + BATCH]]
                         await table.apply(cluster, batch, fence=fence)

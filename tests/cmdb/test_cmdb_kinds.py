@@ -59,7 +59,7 @@ async def test_every_kind_follows_the_rule(cmdb, name):
     assert await table.apply(CLUSTER, [gone]) == ApplyResult(written=1)
     (row,) = await table.rows(CLUSTER)
     assert (row["name"], row["state"], row["resource_version"]) == ("b", "Deleted", 12)
-    assert await table.load_index(CLUSTER) == {}
+    assert len(await table.load_index(CLUSTER)) == 0
 
 
 async def test_a_fleets_active_rows_are_counted_per_cluster_in_one_call(cmdb, monkeypatch):
@@ -93,8 +93,8 @@ async def test_workload_resources_share_one_table_but_not_an_index(cmdb):
                                              namespace="ns", name="web", replicas=3)])
     await jobs.apply(CLUSTER, [record(WORKLOADS, "j1", 4, kind="Job", namespace="ns",
                                       name="once", replicas=None)])
-    assert set(await deployments.load_index(CLUSTER)) == {"d1"}
-    assert set(await jobs.load_index(CLUSTER)) == {"j1"}
+    assert set((await deployments.load_index(CLUSTER)).versions) == {"d1"}
+    assert set((await jobs.load_index(CLUSTER)).versions) == {"j1"}
     assert await jobs.count_active(CLUSTER) == 1
     (job,) = await jobs.rows(CLUSTER)
     assert job["replicas"] is None and job["kind"] == "Job"
@@ -109,10 +109,10 @@ async def test_a_row_edited_behind_our_back_is_seen_and_repaired(cmdb):
     nodes = cmdb.table(NODES)
     truth = record(NODES, "n1", 7, name="node-1", internal_ip="10.0.0.1", ready="True")
     await nodes.apply(CLUSTER, [truth])
-    assert (await nodes.load_index(CLUSTER))["n1"].checksum == truth.checksum
+    assert (await nodes.load_index(CLUSTER)).checksums["n1"] == truth.checksum
     await sql(cmdb, "UPDATE nodes SET internal_ip = '6.6.6.6' WHERE uid = 'n1'")
     # the checksum column was left alone, but the row no longer hashes to it
-    assert (await nodes.load_index(CLUSTER))["n1"].checksum == ""
+    assert (await nodes.load_index(CLUSTER)).checksums["n1"] == ""
     # a watch event at the same version is not a repair...
     assert await nodes.apply(CLUSTER, [truth]) == ApplyResult(unchanged=1)
     # ...a full sync's record is, even at an equal version
@@ -120,7 +120,7 @@ async def test_a_row_edited_behind_our_back_is_seen_and_repaired(cmdb):
     assert await nodes.apply(CLUSTER, [replace(truth, repair=True)]) == ApplyResult(written=1)
     (row,) = await nodes.rows(CLUSTER)
     assert row["internal_ip"] == "10.0.0.1"
-    assert (await nodes.load_index(CLUSTER))["n1"].checksum == truth.checksum
+    assert (await nodes.load_index(CLUSTER)).checksums["n1"] == truth.checksum
     assert await nodes.apply(CLUSTER, [replace(truth, repair=True)]) == ApplyResult(
         unchanged=1)
 
@@ -144,13 +144,16 @@ V1_POD = {"cluster_id": "c1", "uid": "u-1", "namespace": "ns", "name": "p", "biz
           "resource_version": 41, "checksum": "v1sum", "state": "Active"}
 
 
-async def _make_v1_mysql(dsn: str) -> None:
+def _mysql_args(dsn: str) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
     u = urlsplit(dsn)
-    conn = await asyncmy.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
-                                 password=u.password or "", db=u.path.lstrip("/"),
-                                 autocommit=True)
+    return dict(host=u.hostname, port=u.port or 3306, user=u.username or "root",
+                password=u.password or "", db=u.path.lstrip("/"))
+
+
+async def _make_v1_mysql(dsn: str) -> None:
+    conn = await asyncmy.connect(**_mysql_args(dsn), autocommit=True)
     async with conn.cursor() as cur:
         for op in V1.ops:
             await _mysql_op(cur, op)
@@ -190,7 +193,7 @@ async def test_a_v1_database_is_migrated_in_place_with_its_rows(store_dsn):
         assert (row["workload_kind"], row["workload_name"], row["truncated"]) == ("", "", "")
         # the v1 checksum is not ours: the first full sync sees it differs and rewrites
         index = await store.table(PODS).load_index("c1")
-        assert index["u-1"].version == 41 and index["u-1"].checksum != V1_POD["checksum"]
+        assert index.versions["u-1"] == 41 and index.checksums["u-1"] != V1_POD["checksum"]
         for kind in KINDS.values():
             assert await store.table(kind, kind.resources[0]).rows("c1") in ([], [row])
     finally:
@@ -311,7 +314,7 @@ async def test_a_version_reset_is_fenced_keeps_content_and_lets_lower_versions_i
     assert {u: r["resource_version"] for u, r in after.items()} == {"d1": 0, "d2": 0}
     assert after["d1"]["name"] == "d1" and after["d1"]["state"] == "Active"
     assert after["d2"]["state"] == "Deleted" and after["d2"]["checksum"] == TOMBSTONE
-    assert (await deploys.load_index(CLUSTER))[ObjectKey("d1")].checksum == ""
+    assert (await deploys.load_index(CLUSTER)).checksums[ObjectKey("d1")] == ""
     (kept,) = await jobs.rows(CLUSTER)  # another resource's view is not touched
     assert kept["resource_version"] == 980
     # The new incarnation's versions, far below the old ones, now apply.

@@ -154,9 +154,9 @@ async def test_list_holds_vouched_objects_without_projecting_them(
     full = {r.key: r for p in await collect_list(source) for r in p.records}
     asked: list[tuple[str, int]] = []
 
-    async def unchanged(heads: Sequence[tuple[ObjectKey, int]]) -> list[bool]:
-        asked.extend(heads)
-        return [int(key[-1], 16) % 2 == 0 for key, _ in heads]  # about half, by uid
+    async def unchanged(keys: Sequence[ObjectKey], versions: Sequence[int]) -> list[bool]:
+        asked.extend(zip(keys, versions, strict=True))
+        return [int(key[-1], 16) % 2 == 0 for key in keys]  # about half, by uid
 
     async with asyncio.timeout(BOUND):
         pages = [p async for p in source.list(unchanged)]

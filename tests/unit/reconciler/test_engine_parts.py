@@ -16,8 +16,8 @@ from reconciler import (
     ObjectKey,
     QueueClosed,
     Record,
-    Stamp,
     State,
+    StoredIndex,
     Transient,
     checksum,
 )
@@ -86,19 +86,27 @@ async def test_disabled_gate_never_parks() -> None:
 
 
 def test_diff_emits_new_and_changed_never_a_bare_version_and_tombstones_unlisted() -> None:
-    index = {
-        ObjectKey("same"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
-        ObjectKey("changed"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
-        ObjectKey("bumped"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
-        ObjectKey("gone"): Stamp(5, checksum({"c": "a"}), State.ACTIVE),
-        ObjectKey("dead"): Stamp(6, TOMBSTONE, State.DELETED),
-    }
-    listed = [rec("same", 5), rec("changed", 8, "b"), rec("bumped", 9), rec("new", 4)]
+    same = checksum({"c": "a"})
+    index = StoredIndex.of_rows([("same", 5, same), ("changed", 5, same), ("bumped", 5, same),
+                                 ("gone", 5, same), ("edited", 5, ""), ("gone2", 3, same)])
+    listed = [rec("same", 5), rec("changed", 8, "b"), rec("bumped", 9), rec("new", 4),
+              rec("edited", 5)]
     seen: set[ObjectKey] = set()
     out = list(changes(listed, index, seen))
-    assert [r.key for r in out] == ["changed", "new"]  # "bumped": same content, no write
+    # "bumped": same content, no write; "edited": its row no longer matches its checksum
+    assert [r.key for r in out] == ["changed", "new", "edited"]
+    assert all(r.repair for r in out)
     dead = list(tombstones(index, seen, version=20, now=NOW))
-    assert [(r.key, r.version, r.checksum) for r in dead] == [("gone", 20, TOMBSTONE)]
+    assert [(r.key, r.version, r.checksum, r.state) for r in dead] == [
+        ("gone", 20, TOMBSTONE, State.DELETED), ("gone2", 20, TOMBSTONE, State.DELETED)]
+
+
+def test_a_stored_index_vouches_only_for_intact_rows_and_knows_its_newest() -> None:
+    index = StoredIndex.of_rows(iter([("a", 5, "x"), ("b", 9, ""), ("c", 7, "y")]))
+    assert index.versions == {"a": 5, "b": 9, "c": 7} and index.newest == 9
+    assert index.intact == {"a": 5, "c": 7}  # "b" was edited out of band
+    assert len(index) == 3 and index.keys == ["a", "b", "c"] and index.checksums["b"] == ""
+    assert StoredIndex.of_rows([]).newest == 0
 
 
 def test_merge_rule_table() -> None:
@@ -124,7 +132,8 @@ def test_backoff_grows_with_jitter_and_honours_floor() -> None:
 
 
 def test_diff_marks_its_records_repair_and_catches_state_tampering() -> None:
-    index = {ObjectKey("k"): Stamp(5, checksum({"c": "a"}), State.DELETED)}
+    # a row set to Deleted out of band is not in the index (Active rows only)
+    index = StoredIndex.of_rows([("other", 5, checksum({"c": "a"}))])
     out = list(changes([rec("k", 5)], index, set()))
     assert [r.key for r in out] == ["k"] and out[0].repair
 
