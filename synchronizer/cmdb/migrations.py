@@ -22,7 +22,7 @@ from .schema import (
     Migration,
     Sql,
 )
-from .tables import MYSQL_TABLE_OPTIONS, index_name
+from .tables import MYSQL_TABLE_OPTIONS, index_name, load_key
 
 _V1_TEXT = {"namespace": 253, "name": 253, "set_name": 255, "module_name": 255,
             "node_name": 253, "host_ip": 64, "pod_ip": 64, "phase": 32}
@@ -169,5 +169,13 @@ column (MySQL/MariaDB; SQLite computes the checksum as it reads). Adding it rewr
 table once: about 2 s per 100,000 pods on MariaDB, at the first start of this release."""
 
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5)
+V6 = Migration(6, "kind tables: a covering index for the full sync's index load (MySQL)",
+               tuple(AddIndex(kind.table, *load_key(kind), mysql_only=True)
+                     for kind in (PODS, NAMESPACES, NODES, WORKLOADS)))
+"""Step 6: `tables.load_key`, so that loading a cluster's index reads an index, not every
+whole row. Building it reads each table once (about 0.8 s per 100,000 pods on MariaDB) at the
+first start of this release; InnoDB builds it online, writers are not blocked."""
+
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6)
 LATEST = MIGRATIONS[-1].version

@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from synchronizer.kinds import Kind
 
 from .rows import BOOKKEEPING, column_names
-from .tables import CONTENT_SUM, MYSQL_TABLE_OPTIONS, content_sum, mysql_row_columns
+from .tables import CONTENT_SUM, MYSQL_TABLE_OPTIONS, content_sum, load_key, mysql_row_columns
 
 _ACT = ("IF(VALUES(resource_version) <= resource_version OR VALUES(checksum) = checksum, 0,"
         " IF(VALUES(state) = 'Active', 2, 3))")
@@ -134,8 +134,9 @@ def load_index(kind: Kind, *, discriminated: bool) -> str:
     where = "cluster_id = %s AND state = 'Active'"
     if discriminated:
         where += f" AND `{kind.discriminator}` = %s"
+    # Forced: the optimizer prefers the primary key's prefix, which reads whole rows.
     return (f"SELECT uid, resource_version, IF(checksum = `{CONTENT_SUM}`, checksum, '')"
-            f" FROM `{kind.table}` WHERE {where}")
+            f" FROM `{kind.table}` FORCE INDEX ({load_key(kind)[0]}) WHERE {where}")
 
 
 def count_active(kind: Kind, clusters: int, *, discriminated: bool = False) -> str:

@@ -57,6 +57,8 @@ class AddIndex:
     table: str
     name: str
     columns: tuple[str, ...]
+    mysql_only: bool = False
+    """An index of a MySQL-only column (`tables.CONTENT_SUM`): SQLite skips it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,7 @@ def _sqlite_op(conn: sqlite3.Connection, op: Op, strict: str) -> None:
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({op.table})")}
         if op.column.name not in present:
             conn.execute(f"ALTER TABLE {op.table} ADD COLUMN {sqlite_type(op.column)}")
-    elif isinstance(op, AddIndex):
+    elif isinstance(op, AddIndex) and not op.mysql_only:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {op.name} ON {op.table}"
                      f" ({', '.join(op.columns)})")
     elif isinstance(op, DropIndex):

@@ -202,6 +202,37 @@ async def test_a_v1_database_is_migrated_in_place_with_its_rows(store_dsn):
     await again.close()
 
 
+async def _explain_load(store: Any, kind: Any) -> str:
+    """MariaDB's EXPLAIN "Extra" of the index load of `kind` (discriminated when it has one)."""
+    from synchronizer.cmdb import mysql_sql
+
+    statement = mysql_sql.load_index(kind, discriminated=bool(kind.discriminator))
+    args = ("c1", kind.resources[0].kind) if kind.discriminator else ("c1",)
+    ((*_, extra),) = await store.conn.query("explain", f"EXPLAIN {statement}", args)
+    return str(extra)
+
+
+async def test_the_index_load_reads_an_index_alone_fresh_or_migrated(mysql_dsn):
+    """The full sync's index load is served by `tables.load_key` without touching whole
+    rows ("Using index"), on tables created today and on a v1 `pods` table migrated."""
+    store = await open_store(mysql_dsn)
+    try:
+        for kind in KINDS.values():
+            assert "Using index" in await _explain_load(store, kind), kind.name
+        (tables,) = zip(*await store.conn.query("tables", "SHOW TABLES"), strict=True)
+        await store.conn.execute("drop", f"DROP TABLE {', '.join(tables)}")
+    finally:
+        await store.close()
+    await _make_v1_mysql(mysql_dsn)
+    store = await open_store(mysql_dsn)
+    try:
+        assert "Using index" in await _explain_load(store, PODS)
+        index = await store.table(PODS).load_index("c1")
+        assert index.versions == {"u-1": 41}
+    finally:
+        await store.close()
+
+
 async def test_dead_letters_name_the_kind(cmdb):
     nodes = cmdb.table(NODES)
     bad = record(NODES, "n1", 3, name="n" * 400)  # over the column's limit
