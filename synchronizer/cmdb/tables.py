@@ -90,8 +90,8 @@ def load_key(kind: Kind) -> tuple[str, tuple[str, ...]]:
     the cluster (1-6 KB each); this index holds just those columns (the primary key's uid
     comes with every InnoDB secondary index), so the server reads a few percent of the
     bytes. Measured on 100,000 pods: 0.37 s -> 0.06 s for the query, most of which is now
-    the client decoding rows (docs/benchmarks.md, "The list's read-ahead and the index
-    load"). Not on SQLite, which computes the content checksum as it reads."""
+    the client decoding rows (docs/benchmarks.md, "Fourth pass"). Not on SQLite, which
+    computes the content checksum as it reads."""
     fixed = (kind.discriminator,) if kind.discriminator else ()
     return (f"{kind.table}_index_load",
             ("cluster_id", "state", *fixed, "resource_version", "checksum", CONTENT_SUM))

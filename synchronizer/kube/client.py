@@ -52,9 +52,9 @@ with the default that prefetch stalls after about 128 KiB until the reader comes
 and the page arrives in 128 KiB steps between decodes; the server sits blocked on a full
 socket meanwhile. A page is read whole into memory anyway, so letting it land whole costs
 no memory the page does not: 500 Pods are about 3 MB, and this bound only guards against
-a page far beyond that. Measured (docs/benchmarks.md, "The list's read-ahead"): a paged
-list of 100,000 Pods whose every object is vouched for, 1.25-1.38x a plain sequential read
-of the same pages with the default, 0.99-1.06x with a whole page read ahead."""
+a page far beyond that. Measured (docs/benchmarks.md, "Fourth pass"): a paged list of
+100,000 Pods whose every object is vouched for, 1.25-1.38x a plain sequential read of the
+same pages with the default, 0.99-1.06x with a whole page read ahead."""
 PROBE_PATH = "/api/v1/pods"
 
 
