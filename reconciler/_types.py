@@ -71,7 +71,8 @@ class StoredIndex:
     no-change re-sync of a large cluster is meant to cost little more than reading its list.
     """
 
-    __slots__ = ("_checksums", "_listed", "_sums", "_versions", "intact", "keys", "newest")
+    __slots__ = ("_checksum_column", "_checksums", "_version_column", "_versions", "intact",
+                 "keys", "newest")
 
     def __init__(self, keys: list[ObjectKey], versions: list[int],
                  checksums: list[Checksum]) -> None:
@@ -79,8 +80,8 @@ class StoredIndex:
         if not len(keys) == len(versions) == len(checksums):
             raise ValueError("a stored index's columns differ in length")
         self.keys = keys
-        self._listed = versions
-        self._sums = checksums
+        self._version_column = versions
+        self._checksum_column = checksums
         self.intact: dict[ObjectKey, int] = dict(zip(compress(keys, checksums),
                                                      compress(versions, checksums),
                                                      strict=True))
@@ -100,14 +101,14 @@ class StoredIndex:
     def versions(self) -> dict[ObjectKey, int]:
         """Every row's version by key."""
         if self._versions is None:
-            self._versions = dict(zip(self.keys, self._listed, strict=True))
+            self._versions = dict(zip(self.keys, self._version_column, strict=True))
         return self._versions
 
     @property
     def checksums(self) -> dict[ObjectKey, Checksum]:
         """Every row's checksum by key ("" for an edited row)."""
         if self._checksums is None:
-            self._checksums = dict(zip(self.keys, self._sums, strict=True))
+            self._checksums = dict(zip(self.keys, self._checksum_column, strict=True))
         return self._checksums
 
     def __len__(self) -> int:
