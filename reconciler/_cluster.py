@@ -369,7 +369,7 @@ class ClusterReconciler:
                     try:
                         async for page in pages:
                             stored = await loaded.get()
-                            if list_version is None and page.version < loaded.newest:
+                            if list_version is None and page.version < stored.newest:
                                 backwards = page.version
                                 break
                             list_version = page.version
@@ -383,7 +383,7 @@ class ClusterReconciler:
                             await close()
                     if backwards is None:
                         break
-                    await self._reset_versions(backwards, loaded.newest)
+                    await self._reset_versions(backwards, stored.newest)
                     loaded = _Index(self._store, self.cluster)
                 stored = await loaded.get()
             finally:
@@ -564,14 +564,11 @@ class _Index:
     def __init__(self, store: Store, cluster: ClusterId) -> None:
         self._task = asyncio.ensure_future(store.load_index(cluster))
         self._stored: StoredIndex | None = None
-        self.newest = 0
-        """The highest stored version (of Active rows), once loaded."""
 
     async def get(self) -> StoredIndex:
         """The index, once loaded (raises what loading raised)."""
         if self._stored is None:
             self._stored = await self._task
-            self.newest = self._stored.newest
         return self._stored
 
     async def vouch(self, keys: Sequence[ObjectKey], versions: Sequence[int]) -> list[bool]:

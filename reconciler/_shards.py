@@ -93,6 +93,13 @@ class ShardQueue:
         digest = xxhash.xxh64_intdigest(key.encode(), seed=sid)
         return self.shards[digest % len(self.shards)]
 
+    def add(self, shard: Shard, slot: tuple[int, ObjectKey], item: tuple[Scope, Record]
+            ) -> None:
+        """Put a record in the slot of its shard (`shard_of`), where none waits."""
+        shard.pending[slot] = item
+        if not shard.busy:
+            self.arrived(1)
+
     def arrived(self, n: int) -> None:
         """`n` records came to shards that are not busy (new, resumed or freed)."""
         self._ready.set()

@@ -326,11 +326,9 @@ class Writer:
                 return
             shard.pending[slot] = (scope, record)
             return
-        shard.pending[slot] = (scope, record)
+        self._queue.add(shard, slot, (scope, record))
         scope.queued += 1
         self._used += 1
-        if not shard.busy:
-            self._queue.arrived(1)
 
     def remove(self, scope: Scope, error: Fenced | None = None) -> None:
         """Close a scope: drop its queued records, release its producers and waiters."""
@@ -491,10 +489,8 @@ class Writer:
         self._aside.discard(scope)
         held, scope.held = scope.held, {}
         for record in held.values():
-            shard = self._shard_of(scope, record.key)
-            shard.pending[(scope.sid, record.key)] = (scope, record)
-            if not shard.busy:
-                self._queue.arrived(1)
+            self._queue.add(self._shard_of(scope, record.key), (scope.sid, record.key),
+                            (scope, record))
 
     async def _resume_loop(self) -> None:
         """Put scopes set aside back to work when their backoff has passed."""
