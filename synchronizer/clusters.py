@@ -122,7 +122,8 @@ class ClusterFactory:
                 source=KubeSource(
                     client, kind=kind, resource=resource, biz_id=spec.biz_id,
                     page_size=sync.page_size, watch_timeout=int(sync.watch_timeout),
-                    inactivity=sync.watch_inactivity, clock=self._clock, metrics=self._metrics,
+                    inactivity=sync.watch_inactivity, decode_linger=sync.decode_linger,
+                    clock=self._clock, metrics=self._metrics,
                 ),
             )
             for kind, resource in resources

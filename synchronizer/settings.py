@@ -152,6 +152,11 @@ class SyncSettings(_Strict):
     watch_timeout: Seconds = Field(300.0, description="timeoutSeconds asked of each watch.")
     watch_inactivity: Seconds = Field(
         90.0, description="Seconds without an event or bookmark before a watch is reopened.")
+    decode_linger: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.02, description="Most seconds a watch's change waits to be decoded together with"
+        " other watches' (0: each as it arrives). A quiet fleet's changes come one at a time"
+        " over many watches; decoding them in one pass keeps the decoder warm in the CPU's"
+        " caches.")
     lease_ttl: Seconds = Field(30.0, description="Seconds a cluster lease lives unrenewed.")
     backoff_max: Seconds = Field(30.0, description="Cap on retry delays, in seconds.")
     kinds: list[KindName] = Field(

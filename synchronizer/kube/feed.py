@@ -18,8 +18,16 @@ held, and handed over:
 A change event supersedes a held bookmark (its version is higher). Events keep their
 order; an ERROR event or a failure ends the stream after what came before it.
 
-Flow control: past `HIGH` queued events the transport is asked to stop reading
-(`pause`), and to read again once the reader has taken the queue down to `LOW`.
+Flow control: past `HIGH` queued events the transport is asked to stop reading (`pause`),
+and to read again once the reader has taken the queue down to `LOW`.
+
+Batched decoding (`batch`, given for the direct transport): a change line is not decoded
+where it arrives but waits, with whatever lines follow it on this watch, for the shared
+`batch.DecodeBatch`, which decodes many watches' lines in one pass a moment later and
+then wakes their readers (`wake`). A reader that runs meanwhile decodes its own waiting
+lines first; so does the end of the stream, and a chunk that brings `AT_ONCE` lines or
+more (a busy watch). A plain bookmark with no line waiting before it is still read where
+it arrives.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from collections.abc import Awaitable, Callable
 
 from reconciler import Bookmark, Event
 
+from .batch import DecodeBatch
 from .events import EventDecoder
 from .lines import LineFramer
 
@@ -38,18 +47,28 @@ LOW = 32
 """Queued events below which it reads again."""
 BOOKMARK_EVERY = 5.0
 """Seconds between two bookmarks handed over when nobody asks for one."""
+AT_ONCE = 16
+"""Lines waiting for the batch past which a feed decodes them where they arrive: a busy
+watch keeps the decoder warm by itself, and waiting would cap its rate at about `HIGH`
+lines per batch delay."""
 
 
 class WatchFeed:
     """Chunks in, events out; one reader (see the module docstring)."""
 
-    __slots__ = ("_bookmark", "_clock", "_decode", "_end", "_every", "_framer", "_handed",
-                 "_handed_at", "_held", "_paused", "_queue", "_wanted", "arrivals", "more",
-                 "pause", "resume", "taken")
+    __slots__ = ("_batch", "_bookmark", "_clock", "_decode", "_end", "_every", "_framer",
+                 "_handed", "_handed_at", "_held", "_lines", "_paused", "_queue", "_wanted",
+                 "arrivals", "more", "pause", "resume", "taken", "wake")
 
     def __init__(self, since: int, *, framer: LineFramer, decoder: EventDecoder,
-                 clock: Callable[[], float], bookmark_every: float = BOOKMARK_EVERY) -> None:
+                 clock: Callable[[], float], bookmark_every: float = BOOKMARK_EVERY,
+                 batch: DecodeBatch | None = None) -> None:
         self._framer = framer
+        self._batch = batch
+        self._lines: list[bytes] = []
+        """Lines waiting for the batch, in arrival order (only with a batch)."""
+        self.wake: Callable[[], None] | None = None
+        """Wakes the reader (the transport's part, with a batch)."""
         self._decode = decoder.decode
         self._bookmark = decoder.bookmark_version
         self.more: Callable[[], Awaitable[None]] = _unset
@@ -79,15 +98,44 @@ class WatchFeed:
         self.arrivals += 1
         if self._end is not None:
             return False
+        lines = self._lines
         for line in self._framer.feed(chunk):
-            if not self._line(line):
+            if lines:  # behind a waiting line, even a bookmark waits
+                lines.append(line)
+                continue
+            version = self._bookmark(line)  # the common case, without an event object
+            if version >= 0:
+                if version > self._held:
+                    self._held = version
+            elif self._batch is not None:
+                lines.append(line)
+                self._batch.add(self)
+            elif not self._event(line):
                 return True
+        if len(lines) >= AT_ONCE:
+            self.decode_waiting()
         if self._queue:
             if len(self._queue) >= HIGH and not self._paused and self.pause is not None:
                 self._paused = True
                 self.pause()
             return True
         return self._held > self._handed and self._due()  # (no call for a repeated one)
+
+    def decode_waiting(self) -> None:
+        """Decode the lines waiting for the batch (the batch's call, or the reader's)."""
+        lines = self._lines
+        if not lines:
+            return
+        self._lines = []
+        for line in lines:
+            if self._end is not None or not self._line(line):
+                return
+
+    def woken(self) -> None:
+        """Wake the reader if there is anything to take (the batch's call)."""
+        if self.wake is not None and (self._queue or self._end is not None or (
+                self._held > self._handed and self._due())):
+            self.wake()
 
     def _due(self) -> bool:
         """A held bookmark, if any, is to be handed over now (or at the end: see the
@@ -96,6 +144,9 @@ class WatchFeed:
 
     def finish(self, error: BaseException | None) -> None:
         """The stream is over: a last line without its newline, then `error` or the end."""
+        if self._end is not None:
+            return
+        self.decode_waiting()  # they came before the end
         if self._end is not None:
             return
         if error is None:
@@ -108,19 +159,24 @@ class WatchFeed:
         """Decode one line; False when it ended the stream (an ERROR event)."""
         version = self._bookmark(line)  # the common case, without an event object
         if version < 0:
-            try:
-                event = self._decode(line)
-            except Exception as exc:  # Expired / SourceUnavailable from an ERROR event
-                self._end = exc
-                return False
-            if event is None:
-                return True
-            if type(event) is not Bookmark:
-                self._queue.append(event)
-                return True
-            version = event.version
+            return self._event(line)
         if version > self._held:
             self._held = version
+        return True
+
+    def _event(self, line: bytes) -> bool:
+        """Decode a line that is not a plain bookmark; False when it ended the stream."""
+        try:
+            event = self._decode(line)
+        except Exception as exc:  # Expired / SourceUnavailable from an ERROR event
+            self._end = exc
+            return False
+        if event is None:
+            return True
+        if type(event) is not Bookmark:
+            self._queue.append(event)
+        elif event.version > self._held:
+            self._held = event.version
         return True
 
     @property
@@ -130,8 +186,8 @@ class WatchFeed:
 
     @property
     def waiting(self) -> int:
-        """Events decoded and not yet taken."""
-        return len(self._queue)
+        """Events decoded and not yet taken, and lines waiting to be decoded."""
+        return len(self._queue) + len(self._lines)
 
     # -- the reader's side ------------------------------------------------------------
 
@@ -142,6 +198,8 @@ class WatchFeed:
 
     def _pick(self) -> Event | None:
         """The next event to hand over now, if any; raises at the end."""
+        if self._lines:
+            self.decode_waiting()
         queue = self._queue
         if queue:
             event = queue.popleft()

@@ -125,6 +125,7 @@ class KubeSource:
         inactivity: float | None = None,
         max_line: int = MAX_LINE,
         bookmark_every: float = BOOKMARK_EVERY,
+        decode_linger: float = 0.0,
         clock: Callable[[], datetime] = _utcnow,
         metrics: Metrics | None = None,
         logger: logging.Logger | None = None,
@@ -142,6 +143,7 @@ class KubeSource:
         self.inactivity = float(inactivity if inactivity is not None else watch_timeout + 30)
         self.max_line = max_line
         self.bookmark_every = bookmark_every
+        self.decode_linger = decode_linger
         self._clock = clock
         self._metrics = metrics
         self._log = logger or logging.getLogger(__name__)
@@ -345,7 +347,7 @@ class KubeSource:
             inactivity=self.inactivity, max_line=self.max_line, now=self._clock,
             on_oversized=lambda: self._skip("line_too_long",
                                             f"watch line over {self.max_line} bytes"),
-            bookmark_every=self.bookmark_every,
+            bookmark_every=self.bookmark_every, decode_linger=self.decode_linger,
         )
 
 

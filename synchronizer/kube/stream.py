@@ -32,6 +32,7 @@ import aiohttp
 
 from reconciler import Event, Stalled
 
+from .batch import DecodeBatch
 from .client import ClusterClient
 from .connection import Credentials, KubeConfigError
 from .errors import http_error, transport_error
@@ -59,6 +60,7 @@ class WatchStream:
         on_oversized: Callable[[], None],
         now: Callable[[], datetime],
         bookmark_every: float = BOOKMARK_EVERY,
+        decode_linger: float = 0.0,
     ) -> None:
         self._client = client
         self._path = path
@@ -72,6 +74,7 @@ class WatchStream:
         self._on_oversized = on_oversized
         self._now = now
         self._bookmark_every = bookmark_every
+        self._decode_linger = decode_linger
         self._feed: WatchFeed | None = None
         self._protocol: WatchProtocol | None = None
         self._exits: AsyncExitStack | None = None
@@ -145,12 +148,16 @@ class WatchStream:
             raise exc
         raise failure from None
 
-    def _new_feed(self) -> WatchFeed:
+    def _new_feed(self, *, batched: bool = False) -> WatchFeed:
+        """A feed; `batched`, its change lines are decoded by the loop's `DecodeBatch`
+        (the direct transport's: aiohttp's reader feeds and reads in one task)."""
+        linger = self._decode_linger if batched else 0.0
         feed = WatchFeed(
             self._since,
             framer=LineFramer(max_line=self._max_line, on_oversized=self._on_oversized),
             decoder=self._decoder, clock=asyncio.get_running_loop().time,
-            bookmark_every=self._bookmark_every)
+            bookmark_every=self._bookmark_every,
+            batch=DecodeBatch.of(linger) if linger > 0 else None)
         if self._wanted:
             feed.prompt(self._wanted)
         return feed
@@ -174,12 +181,12 @@ class WatchStream:
         header = await creds.authorization()
         timeouts = {"connect_timeout": self._client.connect_timeout,
                     "answer_timeout": self._inactivity}
-        feed = self._new_feed()
+        feed = self._new_feed(batched=True)
         protocol, answer = await open_watch(target, header, feed, **timeouts)
         if answer.status == 401 and creds.refreshable:
             fresh = await creds.reload(header)
             if fresh and fresh != header:
-                feed = self._new_feed()
+                feed = self._new_feed(batched=True)
                 protocol, answer = await open_watch(target, fresh, feed, **timeouts)
         if answer.status != 200:
             raise http_error(self._cluster, self._what, answer.status, answer.reason,

@@ -109,6 +109,7 @@ class WatchProtocol(asyncio.Protocol):
         self._until_close = False
         self._waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
+        feed.wake = self._wake
 
     # -- asyncio ----------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ never awaited (a test that would wait fails instead), so every case is determini
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import cast
 
 import orjson
 import pytest
@@ -14,8 +16,9 @@ from watchlines import added, bookmark
 
 from reconciler import Bookmark, Event, Expired, Record, SourceUnavailable
 from synchronizer.kinds import PODS, Projection
+from synchronizer.kube.batch import DecodeBatch
 from synchronizer.kube.events import EventDecoder
-from synchronizer.kube.feed import HIGH, LOW, WatchFeed
+from synchronizer.kube.feed import AT_ONCE, HIGH, LOW, WatchFeed
 from synchronizer.kube.lines import LineFramer
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
@@ -38,14 +41,40 @@ def project(raw: bytes, observed: datetime, deleted: bool) -> Record:
                                         observed=observed, deleted=deleted))
 
 
-def feed_of(since: int, clock: Clock, every: float = 5.0) -> WatchFeed:
+class HandBatch:
+    """A `DecodeBatch` the test runs by hand."""
+
+    def __init__(self) -> None:
+        self.feeds: list[WatchFeed] = []
+
+    def add(self, feed: WatchFeed) -> None:
+        self.feeds.append(feed)
+
+    def run(self) -> None:
+        feeds, self.feeds = self.feeds, []
+        for feed in feeds:
+            feed.decode_waiting()
+        for feed in feeds:
+            feed.woken()
+
+
+def feed_of(since: int, clock: Clock, every: float = 5.0,
+            batch: HandBatch | DecodeBatch | None = None,
+            log: list[str] | None = None) -> WatchFeed:
     def skip(reason: str, what: str) -> None:
         raise AssertionError(f"skipped {what} ({reason})")
 
-    decoder = EventDecoder(cluster="c", kind="pods", project=project, clock=lambda: NOW,
+    def logged(raw: bytes, observed: datetime, deleted: bool) -> Record:
+        record = project(raw, observed, deleted)
+        if log is not None:
+            log.append(f"decode {record.fields['name']}")
+        return record
+
+    decoder = EventDecoder(cluster="c", kind="pods", project=logged, clock=lambda: NOW,
                            metrics=None, skip=skip)
     feed = WatchFeed(since, framer=LineFramer(max_line=1 << 20, on_oversized=lambda: None),
-                     decoder=decoder, clock=clock, bookmark_every=every)
+                     decoder=decoder, clock=clock, bookmark_every=every,
+                     batch=cast(DecodeBatch, batch))
 
     async def never() -> None:
         raise WouldWait
@@ -187,3 +216,92 @@ async def test_a_bookmark_in_another_key_order_is_held_like_any_other() -> None:
     line = b'{"object":{"metadata":{"resourceVersion":"12"}},"type":"BOOKMARK"}\n'
     assert feed.data(line) is True
     assert await drain(feed) == [Bookmark(12)]
+
+
+# -- batched decoding (kube.batch) ------------------------------------------------------------
+
+async def test_a_batched_feed_keeps_lines_in_order_until_the_batch_decodes_them() -> None:
+    batch = HandBatch()
+    feed = feed_of(10, Clock(), batch=batch)
+    woken: list[int] = []
+    feed.wake = lambda: woken.append(feed.waiting)
+    assert feed.data(bookmark(11)) is True  # nothing waits: read where it arrives
+    assert await drain(feed) == [Bookmark(11)] and batch.feeds == []
+    assert feed.data(added("a", 12)) is False  # waits for the batch; nothing to take yet
+    assert feed.data(bookmark(13) + added("b", 14)) is False  # behind it, even a bookmark
+    assert batch.feeds == [feed] and feed.waiting == 3 and woken == []
+    batch.run()
+    assert woken == [2]  # both changes decoded, then the reader woken once
+    got = await drain(feed)
+    assert versions(got) == [("Record", 12), ("Record", 14)]
+    assert [r.fields["name"] for r in got if isinstance(r, Record)] == ["a", "b"]
+    assert feed.data(bookmark(15)) is False  # nothing waits again: held, as unbatched
+    batch.run()
+    assert woken == [2]
+
+
+async def test_a_batched_feeds_reader_decodes_its_waiting_lines_itself() -> None:
+    batch = HandBatch()
+    feed = feed_of(10, Clock(), batch=batch)
+    woken: list[int] = []
+    feed.wake = lambda: woken.append(feed.waiting)
+    feed.data(added("a", 11))
+    assert versions(await drain(feed)) == [("Record", 11)]  # the reader did not wait
+    batch.run()
+    assert woken == []  # nothing left to take: no wake
+
+
+async def test_the_end_of_a_batched_feed_comes_after_its_waiting_lines() -> None:
+    feed = feed_of(10, Clock(), batch=HandBatch())
+    feed.data(added("a", 11))
+    feed.finish(ConnectionError("cut"))
+    assert versions([await feed.next()]) == [("Record", 11)]
+    with pytest.raises(ConnectionError):
+        await feed.next()
+    batch = HandBatch()
+    feed = feed_of(10, Clock(), batch=batch)
+    feed.data(added("a", 11) + error(410) + added("late", 12))
+    assert not feed.over  # not read yet
+    batch.run()
+    assert feed.over
+    assert versions([await feed.next()]) == [("Record", 11)]
+    with pytest.raises(Expired):
+        await feed.next()
+
+
+async def test_a_busy_batched_feed_decodes_where_its_lines_arrive() -> None:
+    batch = HandBatch()
+    feed = feed_of(0, Clock(), batch=batch)
+    calls: list[str] = []
+    feed.pause, feed.resume = (lambda: calls.append("pause")), (lambda: calls.append("resume"))
+    lines = [added(f"p{n}", n) for n in range(1, HIGH + 11)]
+    assert feed.data(b"".join(lines[:AT_ONCE - 1])) is False  # a few: they wait
+    assert feed.data(lines[AT_ONCE - 1]) is True  # enough: decoded now, the reader woken
+    assert feed.data(b"".join(lines[AT_ONCE:])) is True  # a flood: decoded, and paused
+    assert calls == ["pause"] and feed.waiting == HIGH + 10
+    got = []
+    while feed.waiting > LOW:
+        got.append(await feed.next())
+    assert calls == ["pause", "resume"]
+    assert [e.version for e in got] == list(range(1, len(got) + 1))
+
+
+async def test_the_loops_batch_decodes_many_watches_lines_in_one_pass() -> None:
+    batch = DecodeBatch.of(0.001)
+    assert DecodeBatch.of(0.001) is batch  # one per loop and delay
+    order: list[str] = []
+    feeds = [feed_of(10, Clock(), batch=batch, log=order) for _ in range(3)]
+    woke = [asyncio.Event() for _ in feeds]
+    for n, (feed, event) in enumerate(zip(feeds, woke, strict=True)):
+        def wake(n: int = n, event: asyncio.Event = event) -> None:
+            order.append(f"wake {n}")
+            event.set()
+        feed.wake = wake
+        feed.data(added(f"p{n}", 11 + n))
+    assert order == []  # nothing decoded where it arrived
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in woke)), 5)
+    # every feed decoded before the first reader is woken
+    assert order == ["decode p0", "decode p1", "decode p2", "wake 0", "wake 1", "wake 2"]
+    for n, feed in enumerate(feeds):
+        assert versions(await drain(feed)) == [("Record", 11 + n)]
+

@@ -79,15 +79,21 @@ async def source(
 
 RNG = random.Random(3)
 _proxy: HttpProxy | None = None
+_linger = 0.0
 
 
-@pytest.fixture(autouse=True, params=["direct", "proxied"])
+@pytest.fixture(autouse=True, params=["direct", "batched", "proxied"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """Every test runs twice: watches on our own transport, and behind an HTTP proxy,
-    where lists and watches both go through aiohttp's session (design 010)."""
-    global _proxy
-    if request.param == "direct":
-        yield request.param
+    """Every test runs three times: watches on our own transport, decoding each line as
+    it arrives and decoding lines in the loop's shared batch (`kube.batch`), and behind an
+    HTTP proxy, where lists and watches both go through aiohttp's session (design 010)."""
+    global _proxy, _linger
+    if request.param != "proxied":
+        _linger = 0.01 if request.param == "batched" else 0.0
+        try:
+            yield request.param
+        finally:
+            _linger = 0.0
         return
     _proxy = await HttpProxy().start()
     try:
@@ -108,7 +114,8 @@ def KubePodSource(url: str, *, cluster_id: str | None = None, **kw: Any) -> Kube
                         key_file=None, verify=True, sni_hostname=None, proxy=_proxy.url,
                         config=None)
         client = ClusterClient.of(Credentials(endpoint, loaded, lambda: loaded))
-    return KubeSource(client, kind=PODS, owns_client=True, **kw)
+    return KubeSource(client, kind=PODS, owns_client=True,
+                      **{"decode_linger": _linger, **kw})
 
 
 def pod(name: str, namespace: str = "ns-a", **kw: Any) -> dict[str, Any]:
