@@ -81,7 +81,7 @@ async def _run(settings: Settings) -> int:
     # the cyclic collector's sight, so the collections a 100k-pod full sync triggers do
     # not rescan it (docs/benchmarks.md, "Full sync"); the keeper freezes again whenever
     # the heap settles.
-    heap.settled()
+    heap.start()
     # The loop shares the GIL with one thread now and then (the /metrics page is rendered
     # in one: a fleet's page is a second of pure Python). Every socket call of the loop
     # lets that thread in, and by default it keeps the GIL 5 ms before handing it back:

@@ -95,6 +95,16 @@ def test_settling_freezes_and_a_full_collection_frees_frozen_cycles(unfrozen) ->
     assert gc.get_freeze_count() > 0  # frozen again after the collection
 
 
+def test_starting_raises_the_young_threshold_and_freezes(unfrozen) -> None:
+    before = gc.get_threshold()
+    try:
+        HeapKeeper(young=12_345).start()
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_progress_freezes_at_most_once_per_period(unfrozen, monkeypatch) -> None:
     """While full syncs keep ending, the heap is frozen again (a growing heap's full
     collections rescanned all of it), but not at every end: at most once a period."""
