@@ -39,29 +39,28 @@ _BATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Decod
 class DecodeBatch:
     """Feeds whose lines wait, decoded together `delay` seconds after the first came."""
 
-    __slots__ = ("__weakref__", "_delay", "_feeds", "_handle", "_loop")
+    __slots__ = ("_delay", "_feeds", "_handle")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self._loop = loop
+    def __init__(self, delay: float) -> None:
         self._delay = delay
         self._feeds: list[Waiting] = []
         self._handle: asyncio.TimerHandle | None = None
 
     @classmethod
     def of(cls, delay: float) -> DecodeBatch:
-        """The running loop's batch of `delay` seconds."""
-        loop = asyncio.get_running_loop()
-        batches = _BATCHES.setdefault(loop, {})
+        """The running loop's batch of `delay` seconds (held weakly by the loop: a batch
+        keeps no reference to its loop)."""
+        batches = _BATCHES.setdefault(asyncio.get_running_loop(), {})
         batch = batches.get(delay)
         if batch is None:
-            batch = batches[delay] = cls(loop, delay)
+            batch = batches[delay] = cls(delay)
         return batch
 
     def add(self, feed: Waiting) -> None:
-        """`feed` has just got its first waiting line."""
+        """`feed` has just got its first waiting line (called in the loop)."""
         self._feeds.append(feed)
         if self._handle is None:
-            self._handle = self._loop.call_later(self._delay, self._run)
+            self._handle = asyncio.get_running_loop().call_later(self._delay, self._run)
 
     def _run(self) -> None:
         self._handle = None

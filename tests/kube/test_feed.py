@@ -7,6 +7,8 @@ never awaited (a test that would wait fails instead), so every case is determini
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from datetime import UTC, datetime
 from typing import cast
 
@@ -305,3 +307,16 @@ async def test_the_loops_batch_decodes_many_watches_lines_in_one_pass() -> None:
     for n, feed in enumerate(feeds):
         assert versions(await drain(feed)) == [("Record", 11 + n)]
 
+
+
+def test_a_loops_batches_go_with_the_loop() -> None:
+    async def make() -> None:
+        DecodeBatch.of(0.01)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(make())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None  # the batch kept no reference to its loop
