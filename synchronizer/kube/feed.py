@@ -99,27 +99,18 @@ class WatchFeed:
         if self._end is not None:
             return False
         lines = self._lines
+        defer = self._batch is not None
         for line in self._framer.feed(chunk):
             if lines:  # behind a waiting line, even a bookmark waits
                 lines.append(line)
-                continue
-            version = self._bookmark(line)  # the common case, without an event object
-            if version >= 0:
-                if version > self._held:
-                    self._held = version
-            elif self._batch is not None:
-                lines.append(line)
-                self._batch.add(self)
-            elif not self._event(line):
+            elif not self._line(line, defer=defer):
                 return True
         if len(lines) >= AT_ONCE:
             self.decode_waiting()
-        if self._queue:
-            if len(self._queue) >= HIGH and not self._paused and self.pause is not None:
-                self._paused = True
-                self.pause()
-            return True
-        return self._held > self._handed and self._due()  # (no call for a repeated one)
+        if len(self._queue) >= HIGH and not self._paused and self.pause is not None:
+            self._paused = True
+            self.pause()
+        return self._news()
 
     def decode_waiting(self) -> None:
         """Decode the lines waiting for the batch (the batch's call, or the reader's)."""
@@ -133,9 +124,14 @@ class WatchFeed:
 
     def woken(self) -> None:
         """Wake the reader if there is anything to take (the batch's call)."""
-        if self.wake is not None and (self._queue or self._end is not None or (
-                self._held > self._handed and self._due())):
+        if self.wake is not None and self._news():
             self.wake()
+
+    def _news(self) -> bool:
+        """Whether the reader has anything to take now: an event, the end, or a held
+        bookmark that is due."""
+        return bool(self._queue) or self._end is not None or (
+            self._held > self._handed and self._due())  # (no call for a repeated one)
 
     def _due(self) -> bool:
         """A held bookmark, if any, is to be handed over now (or at the end: see the
@@ -155,14 +151,19 @@ class WatchFeed:
                     return
         self._end = error if error is not None else StopAsyncIteration()
 
-    def _line(self, line: bytes) -> bool:
-        """Decode one line; False when it ended the stream (an ERROR event)."""
+    def _line(self, line: bytes, *, defer: bool = False) -> bool:
+        """Decode one line; False when it ended the stream (an ERROR event). `defer`: a
+        line that is not a plain bookmark waits for the batch instead."""
         version = self._bookmark(line)  # the common case, without an event object
-        if version < 0:
-            return self._event(line)
-        if version > self._held:
-            self._held = version
-        return True
+        if version >= 0:
+            if version > self._held:
+                self._held = version
+            return True
+        if defer and self._batch is not None:
+            self._lines.append(line)
+            self._batch.add(self)
+            return True
+        return self._event(line)
 
     def _event(self, line: bytes) -> bool:
         """Decode a line that is not a plain bookmark; False when it ended the stream."""

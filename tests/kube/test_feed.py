@@ -288,6 +288,14 @@ async def test_a_busy_batched_feed_decodes_where_its_lines_arrive() -> None:
     assert [e.version for e in got] == list(range(1, len(got) + 1))
 
 
+async def test_a_chunk_decoded_at_once_that_ends_the_stream_wakes_the_reader() -> None:
+    feed = feed_of(100, Clock(), batch=HandBatch())
+    old = b'{"object":{"metadata":{"resourceVersion":"50"}},"type":"BOOKMARK"}\n'  # parsed
+    assert feed.data(old * (AT_ONCE - 1) + error(410)) is True  # nothing queued: the end
+    with pytest.raises(Expired):
+        await feed.next()
+
+
 async def test_the_loops_batch_decodes_many_watches_lines_in_one_pass() -> None:
     batch = DecodeBatch.of(0.001)
     assert DecodeBatch.of(0.001) is batch  # one per loop and delay
