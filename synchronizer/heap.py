@@ -113,9 +113,15 @@ class HeapKeeper:
         self._frozen_at = time.monotonic()
 
     def progressed(self) -> None:
-        """Freeze as `settled` does, unless the last freeze is under `freeze_every` old."""
+        """Freeze what the full syncs built so far, unless the last freeze is under
+        `freeze_every` old. Without a young collection first, unlike `settled`: in a
+        fleet's first sync (200 clusters x 500 pods) the 27 collections this made freed
+        no object at all and took 0.41 s, because all they scan is the records and index
+        entries just built, alive. A cycle that did die among them waits, frozen, for the
+        next full collection (`collect`)."""
         if time.monotonic() - self._frozen_at >= self.freeze_every:
-            self.settled()
+            gc.freeze()
+            self._frozen_at = time.monotonic()
 
     def collect(self) -> int:
         """One full collection of everything, frozen included; freeze the survivors."""
