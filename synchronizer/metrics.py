@@ -8,19 +8,14 @@ The dashboard and alert-rule tests compare their metric names with this catalogu
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
+
+from .series import Families, Family, Series
 
 PREFIX = "bkcmdb_sync_"
 Kind = Literal["counter", "gauge", "histogram"]
@@ -167,51 +162,40 @@ CATALOGUE: Mapping[str, Spec] = {
 }
 
 
-# No `<name>_created` series: a creation timestamp per labelled child was one line in seven
-# of a fleet's page (a cluster has eight kinds) and no dashboard, alert or rate() needs it
-# (Prometheus reads counter resets from the values). Process-wide, like the library's switch.
-disable_created_metrics()
-
-
 class PrometheusMetrics:
-    """The engine's `Metrics` protocol backed by one prometheus-client registry."""
+    """The engine's `Metrics` protocol backed by one prometheus-client registry, whose
+    series are `series.Family`'s plain values (see that module for why)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
-        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._families: dict[str, Family] = {
+            short: Family(PREFIX + short.removesuffix("_total") if spec.kind == "counter"
+                          else PREFIX + short, spec.help, spec.kind, spec.labels,
+                          spec.buckets)
+            for short, spec in CATALOGUE.items()}
+        # No `<name>_created` series: a creation timestamp per labelled child was one line
+        # in seven of a fleet's page (a cluster has eight kinds), and no dashboard, alert
+        # or rate() needs one (Prometheus reads counter resets from the values).
+        self.registry.register(Families(list(self._families.values())))
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
         self._of_cluster: dict[str, set[tuple[str, tuple[tuple[str, str], ...]]]] = {}
         """The keys of `_children` per cluster label: `forget` touches only its own."""
-        for short, spec in CATALOGUE.items():
-            name = PREFIX + short
-            if spec.kind == "counter":
-                # prometheus-client appends _total itself
-                self._metrics[short] = Counter(
-                    name.removesuffix("_total"), spec.help, spec.labels, registry=self.registry
-                )
-            elif spec.kind == "gauge":
-                self._metrics[short] = Gauge(name, spec.help, spec.labels, registry=self.registry)
-            else:
-                self._metrics[short] = Histogram(
-                    name, spec.help, spec.labels, buckets=spec.buckets, registry=self.registry
-                )
 
     def _child(self, name: str, labels: Mapping[str, str]) -> Any:
         """The labelled child, resolved once per label set and cached.
 
-        prometheus-client's `labels()` validates and builds a key on every call, which
-        costs about as much as parsing a small object; the engine calls this per event.
-        Labels the metric does not carry are dropped: the engine labels everything with
-        cluster and kind, and the full-sync and transaction histograms are per cluster only
-        (a fleet instance's page is mostly histogram buckets: per kind, three histograms of
-        200 clusters made 74,000 of its lines).
+        Building the values' key costs more than the update itself, and the engine updates
+        per event. Labels the metric does not carry are dropped: the engine labels
+        everything with cluster and kind, and the full-sync and transaction histograms are
+        per cluster only (a fleet instance's page is mostly histogram buckets: per kind,
+        three histograms of 200 clusters made 74,000 of its lines).
         """
         key = (name, tuple(labels.items()))
         child = self._children.get(key)
         if child is None:
-            metric, names = self._metrics[name], CATALOGUE[name].labels
-            child = self._children[key] = (
-                metric.labels(**{k: labels[k] for k in names}) if names else metric)
+            family = self._families[name]
+            child = self._children[key] = family.child(
+                tuple(str(labels[k]) for k in family.labels))
             cluster = labels.get("cluster")
             if cluster is not None:
                 self._of_cluster.setdefault(cluster, set()).add(key)
@@ -240,10 +224,8 @@ class PrometheusMetrics:
         key = (name, tuple(labels.items()))
         if self._children.pop(key, None) is not None and "cluster" in labels:
             self._of_cluster.get(labels["cluster"], set()).discard(key)
-        try:
-            self._metrics[name].remove(*(labels[k] for k in CATALOGUE[name].labels))
-        except KeyError:
-            pass  # never set
+        family = self._families[name]
+        family.remove(tuple(str(labels.get(k, "")) for k in family.labels))
 
     def forget(self, cluster: str) -> None:
         """Drop the gauges of a cluster this instance no longer owns.
@@ -259,11 +241,10 @@ class PrometheusMetrics:
             # a removed child must not be reused: a later set would go to a detached series
             self._children.pop(key, None)
             name, labels = key
-            spec = CATALOGUE[name]
-            if spec.kind == "gauge" and "cluster" in spec.labels:
+            family = self._families[name]
+            if family.kind == "gauge" and "cluster" in family.labels:
                 values = dict(labels)
-                with contextlib.suppress(KeyError):  # two label sets, one series
-                    self._metrics[name].remove(*(values[k] for k in spec.labels))
+                family.remove(tuple(str(values[k]) for k in family.labels))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format (what promtool checks)."""
