@@ -152,3 +152,20 @@ async def test_acquire_many_decides_each_lease_by_the_rule_of_one(store):
     assert ((await store.lease("held-by-b"))["owner"], (await store.lease("free"))["owner"],
             (await store.lease("expired"))["owner"]) == ("b", "a", "a")
     assert await store.acquire_many([], 30) == []
+
+
+async def test_a_single_read_or_write_runs_in_autocommit_and_a_transaction_does_not(
+        mysql_dsn):
+    """`query` and `execute` are one statement each: the session's autocommit makes it a
+    transaction of its own (one round trip, not BEGIN, the statement and COMMIT), while
+    `transaction` holds its statements in one."""
+    store = await open_store(mysql_dsn)
+    try:
+        assert list(await store.conn.query("t", "SELECT @@in_transaction")) == [(0,)]
+        async with store.conn.transaction() as cur:
+            await cur.execute("SELECT @@in_transaction")
+            assert list(await cur.fetchall()) == [(1,)]
+        await store.conn.execute("t", "UPDATE schema_version SET version = version"
+                                 " WHERE version < 0")
+    finally:
+        await store.close()
