@@ -39,7 +39,7 @@ from .registries import ClusterSpec, Registry, RegistryPull, SecretResolver
 from .registries.setup import RegistrySetup
 from .registries.static import spec_of, static_registry, static_tokens
 from .settings import Settings
-from .status import RowCounts, cluster_state, kind_detail, last_full_sync, totals
+from .status import RowCounts, cluster_state, iso, kind_detail, last_full_sync, totals
 
 log = logging.getLogger("synchronizer")
 
@@ -381,7 +381,7 @@ class Instance:
                 **totals(details),
                 "origin": str(spec.origin) if spec else None,
                 "server": spec.where if spec else None,
-                "last_full_sync": synced.isoformat() if synced else None,
+                "last_full_sync": iso(synced) if synced else None,
                 "pods": counts.get("pods", 0),
                 "kinds": counts,
                 "sync": details,

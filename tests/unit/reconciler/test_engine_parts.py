@@ -504,3 +504,14 @@ async def test_a_tick_looks_only_at_scopes_not_at_rest() -> None:
     writer.show_gauges()
     assert metrics.sets == []
     task.cancel()
+
+
+def test_rate_meter_averages_the_last_whole_seconds() -> None:
+    from reconciler._status import RateMeter
+
+    meter = RateMeter(window=5)
+    for second, n in ((100, 7), (101, 3), (104, 5), (105, 100)):
+        meter.add(second + 0.5, n)
+    assert meter.rate(105.2) == (7 + 3 + 5) / 5  # seconds 100-104; 105 is not complete
+    assert meter.rate(106.0) == (3 + 5 + 100) / 5  # 101-105
+    assert meter.rate(200.0) == 0.0
