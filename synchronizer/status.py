@@ -91,7 +91,7 @@ def totals(details: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 "resume_version": None, "full_syncs": 0, "last_full_sync_seconds": None}
     events = parked = queued = 0
     rate = 0.0
-    resumes: list[int | None] = []
+    resumes: list[Any] = []  # versions, or None for a kind with none yet
     fulls: list[int] = []
     seconds: list[float] = []
     for d in details.values():  # one pass: /status sums eight kinds of every cluster
@@ -108,7 +108,7 @@ def totals(details: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "events_per_second": rate,
         "parked": parked,
         "queued": queued,
-        "resume_version": None if None in resumes else min(resumes),  # type: ignore[type-var]
+        "resume_version": None if None in resumes else min(resumes),
         "full_syncs": min(fulls),
         "last_full_sync_seconds": max(seconds) if seconds else None,
     }
