@@ -169,9 +169,7 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._families: dict[str, Family] = {
-            short: Family(PREFIX + short.removesuffix("_total") if spec.kind == "counter"
-                          else PREFIX + short, spec.help, spec.kind, spec.labels,
-                          spec.buckets)
+            short: Family(PREFIX + short, spec.help, spec.kind, spec.labels, spec.buckets)
             for short, spec in CATALOGUE.items()}
         # No `<name>_created` series: a creation timestamp per labelled child was one line
         # in seven of a fleet's page (a cluster has eight kinds), and no dashboard, alert

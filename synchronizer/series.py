@@ -92,7 +92,7 @@ class Family:
 
     def __init__(self, name: str, help: str, kind: Kind, labels: Sequence[str] = (),
                  bounds: Sequence[float] = ()) -> None:
-        """`name`: as shown, a counter's without its `_total` (added when shown)."""
+        """`name`: as shown (a counter's `_total` suffix is the library's to place)."""
         self.name, self.help, self.kind = name, help, kind
         self.labels = tuple(labels)
         self.bounds = tuple(sorted(bounds))
@@ -124,18 +124,12 @@ class Family:
     def metric(self) -> Metric:
         """The family as prometheus-client renders it (a snapshot)."""
         series = self.series.copy()
-        if self.kind == "counter":
-            counters = CounterMetricFamily(self.name, self.help, labels=self.labels)
+        family = self.described()
+        if self.kind != "histogram":
             for values, s in series.items():
-                counters.add_metric(values, s.value)  # type: ignore[union-attr]
-            return counters
-        if self.kind == "gauge":
-            gauges = GaugeMetricFamily(self.name, self.help, labels=self.labels)
-            for values, s in series.items():
-                gauges.add_metric(values, s.value)  # type: ignore[union-attr]
-            return gauges
-        histograms = HistogramMetricFamily(self.name, self.help, labels=self.labels)
-        samples = histograms.samples
+                family.add_metric(values, s.value)  # type: ignore[attr-defined, union-attr]
+            return family
+        samples = family.samples
         bucket, count, sum_ = f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum"
         for values, s in series.items():
             assert isinstance(s, HistogramSeries)
@@ -147,13 +141,16 @@ class Family:
                 samples.append(Sample(bucket, {**labels, "le": le}, float(running)))
             samples.append(Sample(count, labels, float(running)))
             samples.append(Sample(sum_, labels, total))
-        return histograms
+        return family
 
     def described(self) -> Metric:
         """The family without its samples (what a registry asks to check names)."""
-        kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
-                 "histogram": HistogramMetricFamily}
-        return kinds[self.kind](self.name, self.help, labels=self.labels)
+        return _FAMILIES[self.kind](self.name, self.help, labels=self.labels)
+
+
+_FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
+             "histogram": HistogramMetricFamily}
+"""prometheus-client's family of each kind (a counter's strips `_total`, then shows it)."""
 
 
 class Families:
