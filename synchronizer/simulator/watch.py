@@ -16,6 +16,7 @@ abort (the HTTP layer closes the socket mid-stream).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 
 BATCH = 500
 """Events per write: large enough to amortise syscalls, small enough to interleave watches."""
+
+
+def bookmark_tick(now: float, interval: float) -> float:
+    """When a watch that is due a bookmark `interval` from `now` gets it: the tick after.
+
+    Why ticks, as kube-apiserver does: its cacher files each watcher under the whole second
+    its next bookmark is due (`watcherBookmarkTimeBuckets`) and a one-second ticker sends
+    every due bucket at once, so the watches of a server bookmark together, not each on a
+    phase of its own. The tick is the interval or one second, whichever is shorter (a test
+    asking for bookmarks every 50 ms gets them), on the loop's clock shared by every stream.
+    """
+    tick = min(max(interval, 0.001), 1.0)
+    return math.ceil((now + interval) / tick) * tick
 
 
 class WatchStream:
@@ -118,7 +132,7 @@ class WatchStream:
         if self._error is not None:
             yield error_line(self._error)
             return
-        next_bookmark = loop.time() + cluster.bookmark_interval
+        next_bookmark = bookmark_tick(loop.time(), cluster.bookmark_interval)
         while not self.stopped:
             if self.held:
                 self.wake.clear()
@@ -168,7 +182,7 @@ class WatchStream:
                 cluster.progressed()
                 continue
             if self.bookmarks and now >= next_bookmark:
-                next_bookmark = now + cluster.bookmark_interval
+                next_bookmark = bookmark_tick(now, cluster.bookmark_interval)
                 yield self._bookmark()
                 cluster.progressed()  # a test may wait for what a bookmark made happen
                 continue

@@ -22,6 +22,7 @@ import pytest
 
 from synchronizer.kinds.pods import MODULE_ANNOTATION, SET_ANNOTATION, pod_fields
 from synchronizer.simulator import SimCluster, Simulator, churn, make_pod, pod_name, populate
+from synchronizer.simulator.watch import bookmark_tick
 
 PODS = "/api/v1/pods"
 
@@ -234,6 +235,18 @@ async def test_bookmarks_arrive_and_timeout_seconds_ends_cleanly(
     assert events and {e["type"] for e in events} == {"BOOKMARK"}
     assert events[0]["object"] == {"kind": "Pod", "apiVersion": "v1",
                                    "metadata": {"resourceVersion": str(c1.resource_version)}}
+
+
+@pytest.mark.parametrize("interval", [1.0, 60.0, 0.2])
+def test_watches_opened_apart_bookmark_on_one_shared_tick(interval: float) -> None:
+    """As kube-apiserver's bookmark buckets: watches due within one tick fire together."""
+    tick = min(interval, 1.0)
+    opened = [100.0 + k * tick / 7 for k in range(7)]  # seven watches, opened across a tick
+    due = {bookmark_tick(now, interval) for now in opened}
+    assert len(due) <= 2 and all(t >= now + interval for t in due for now in opened
+                                 if bookmark_tick(now, interval) == t)
+    assert all(abs(t / tick - round(t / tick)) < 1e-9 for t in due)
+    assert all(bookmark_tick(now, interval) < now + interval + tick + 1e-9 for now in opened)
 
 
 async def test_bookmarks_run_ahead_of_pod_events_and_keep_resumes_valid(
