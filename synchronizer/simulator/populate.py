@@ -34,7 +34,7 @@ from typing import Any
 
 from .cluster import SimCluster
 from .nodes import image_pool, make_namespace, make_node, node_ip, timestamp
-from .pods import adopt, bare, make_pod, pod_name, random_suffix, replica
+from .pods import adopt, bare, generated_names, make_pod, pod_name, random_suffix, replica
 from .workloads import (
     job_labels,
     make_cronjob,
@@ -256,7 +256,7 @@ class _Builder:
                                           owner=owner_ref(dep)), "replicasets")
         pod_labels = rs["spec"]["template"]["metadata"]["labels"]
         self._pods(base, owner_ref(rs), pod_labels,
-                   [f"{rs_name}-{random_suffix(self.rng)}" for _ in range(replicas)],
+                   generated_names(self.rng, f"{rs_name}-", replicas),
                    generate_name=f"{rs_name}-")
 
     def lone_replicaset(self, namespace: str, replicas: int) -> None:
@@ -266,7 +266,7 @@ class _Builder:
                                           template=template_of(base, labels),
                                           replicas=replicas, owner=None), "replicasets")
         self._pods(base, owner_ref(rs), labels,
-                   [f"{name}-{random_suffix(self.rng)}" for _ in range(replicas)],
+                   generated_names(self.rng, f"{name}-", replicas),
                    generate_name=f"{name}-")
 
     def statefulset(self, namespace: str, replicas: int) -> None:
@@ -291,7 +291,7 @@ class _Builder:
         pod_labels = dict(labels, **{"controller-revision-hash": template_hash(template),
                                      "pod-template-generation": "1"})
         self._pods(base, owner_ref(ds), pod_labels,
-                   [f"{name}-{random_suffix(self.rng)}" for _ in self.node_list],
+                   generated_names(self.rng, f"{name}-", len(self.node_list)),
                    generate_name=f"{name}-", nodes=self.node_list)
 
     def job(self, namespace: str, name: str | None = None,

@@ -366,3 +366,27 @@ async def test_no_pod_has_two_containers_of_one_name() -> None:
         assert len(names) == len(set(names)), (pod["metadata"]["name"], names)
         apps.update(names)
     assert "log-shipper" in apps, "the log-agent DaemonSet ran"
+
+
+def test_generated_names_draw_again_on_a_collision() -> None:
+    """Five characters of 27 collide within a few thousand draws: a DaemonSet over 2,000
+    nodes met AlreadyExists one time in seven. A repeated draw is drawn again, as the
+    controller whose create fails does; the draws before any repeat are unchanged."""
+    from synchronizer.simulator.pods import generated_names, random_suffix
+
+    class Repeating(random.Random):
+        """Gives the same bytes twice, then carries on."""
+
+        def __init__(self) -> None:
+            super().__init__(3)
+            self.calls = 0
+
+        def randbytes(self, n: int) -> bytes:
+            self.calls += 1
+            return b"\x00" * n if self.calls <= 2 else super().randbytes(n)
+
+    names = generated_names(Repeating(), "kube-proxy-", 3)
+    assert len(set(names)) == 3 and names[0] == "kube-proxy-bbbbb"
+    plain = random.Random(8)
+    assert generated_names(random.Random(8), "x-", 4) == [
+        "x-" + random_suffix(plain) for _ in range(4)]
