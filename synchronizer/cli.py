@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
+from . import __version__, malloc
 from .logs import setup_logging
 from .settings import ConfigError, Settings, load_settings
 
@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             settings = load_settings(args.config)
+            malloc.tune()  # before the first list page: see the module
             with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
                 return runner.run(_run(settings))
         if args.command == "check-config":
