@@ -97,7 +97,7 @@ class Instance:
                                      backoff_max=settings.sync.backoff_max)
         self.counts = RowCounts(count=self._count, metrics=self.metrics)
         self.setup.attach(coordinator=self.coordinator, controller=self.controller,
-                          counts=self.counts)
+                          counts=self.counts, metrics=self.metrics)
         self.bkcmdb = bkcmdb_service.for_instance(self)  # None without a `bkcmdb:` section
         inst = settings.instance
         self.http = HttpServer(

@@ -49,6 +49,29 @@ CATALOGUE: Mapping[str, Spec] = {
     ),
     "rebalances_total": Spec("counter", "Assignments published by the master."),
     "moved_clusters_total": Spec("counter", "Clusters that changed owner in a rebalance."),
+    # the cluster registries, on the instance that reads them (the master, or standalone)
+    "registry_clusters": Spec(
+        "gauge", "Clusters in the registry's last good answer, held ones included.",
+        ("registry",),
+    ),
+    "registry_held_clusters": Spec(
+        "gauge", "Clusters the registry declares but holds (a paused SyncCluster, a BCS"
+        " cluster not RUNNING): kept, not synced.", ("registry",),
+    ),
+    "registry_up": Spec(
+        "gauge", "1 if the registry's last read answered, 0 if it failed (its last good"
+        " answer is kept meanwhile).", ("registry",),
+    ),
+    "registry_last_success_timestamp_seconds": Spec(
+        "gauge", "Unix time of the registry's last good answer.", ("registry",),
+    ),
+    "registry_reads_total": Spec(
+        "counter", "Reads of the registry, by result (ok, error).", ("registry", "result"),
+    ),
+    "registry_conflicts": Spec(
+        "gauge", "Cluster ids declared twice (by two registries, or twice by one); the"
+        " first in precedence order is used.",
+    ),
     # per cluster: supervision and lease
     "reconciler_restarts_total": Spec(
         "counter", "Cluster supervisor failures followed by a restart with backoff.", C

@@ -12,7 +12,8 @@ when it cannot tell. `RegistryPull` asks each registry in turn and merges the an
   of configuration, not something to guess about: the registry earlier in
   `spec.PRECEDENCE` wins (static config, SyncCluster, BCS, topology), deterministically,
   so nothing flaps; the conflict is reported for that id (`conflicts`, shown in /status).
-- **Health.** Per registry: when it last answered, how many clusters, its last error.
+- **Health.** Per registry: when it last answered, how many clusters, its last error,
+  reads and failures so far (the master exports them as metrics: `registries.metrics`).
 - **Held clusters.** A spec with `hold` set is declared but must not run (a paused
   SyncCluster, a BCS cluster briefly not RUNNING): `merged()` leaves it out, so it is not
   assigned, while `declared` keeps it, so it is never mistaken for a removed cluster.
@@ -60,6 +61,10 @@ class RegistryHealth:
     last_good: datetime | None = None
     last_error: str | None = None
     held: int = 0
+    reads: int = 0
+    """Reads of the registry so far, answered or not (metrics: `registry.metrics`)."""
+    failures: int = 0
+    """Reads that failed (the last good answer was kept)."""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -123,9 +128,11 @@ class RegistryPull:
         self.started += 1
         for i, registry in enumerate(self._registries):
             health = self.health[i]
+            health.reads += 1
             try:
                 answer = dict(await registry.specs())
             except Exception as exc:  # a registry is someone else's service: never fatal
+                health.failures += 1
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if message != health.last_error:
                     log.warning("cluster registry %s failed, keeping its last answer: %s",

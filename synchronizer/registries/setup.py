@@ -9,8 +9,9 @@ sources; the admin API's routes; extra /status fields; and one part to run (`run
   master's SyncCluster status and every instance's `GET /v1/topologies` read;
 - follows the coordinator's leadership and, while this instance is master, runs the
   master's duties, each supervised (logged and restarted with backoff if it fails):
-  the topology watch (kicks the pull when a topology is written), the removal of
-  clusters that left every registry (`removal`), and - with `registries.crd.enabled` -
+  the topology watch (kicks the pull when a topology is written), the registries' health
+  as metrics (`metrics`), the removal of clusters that left every registry
+  (`removal`), and - with `registries.crd.enabled` -
   the SyncCluster status writer and the kopf operator. Started on election, cancelled on
   stand-down, so there is exactly one of each in a deployment (standalone: always).
 """
@@ -37,6 +38,7 @@ from .crd import CrdRegistry
 from .crd_operator import SyncClusterOperator
 from .crd_status import StatusWriter
 from .home import HomeCluster, home_endpoint
+from .metrics import GaugeSink, RegistryMetrics
 from .removal import Removal
 from .resolve import SecretResolver
 from .spec import ClusterSpec
@@ -80,6 +82,7 @@ class RegistrySetup:
         self.removal: Removal | None = None
         self.status_writer: StatusWriter | None = None
         self.operator: SyncClusterOperator | None = None
+        self.exported: RegistryMetrics | None = None
 
     @property
     def pull_interval(self) -> float:
@@ -100,8 +103,9 @@ class RegistrySetup:
                                   probe=probe)
         return admin_routes(token.get_secret_value(), service)
 
-    def attach(self, *, coordinator: Any, controller: Any, counts: Any) -> None:
-        """Wire in the instance's coordinator, controller and row counts."""
+    def attach(self, *, coordinator: Any, controller: Any, counts: Any,
+               metrics: GaugeSink | None = None) -> None:
+        """Wire in the instance's coordinator, controller, row counts and metrics."""
         self.coordinator = coordinator
         self.controller = controller
         self.counts = counts
@@ -111,6 +115,8 @@ class RegistrySetup:
         self.summaries = (LocalSummaries(inst.id, compute) if session is None
                           else ZkSummaries(session, coordinator.root, inst.id, compute))
         pull = self.pull
+        if metrics is not None:
+            self.exported = RegistryMetrics(pull, metrics)
         self.removal = Removal(
             pull=pull, store=self._store, assigned=self._busy, fence=self._removal_fence,
             mode=self.settings.sync.on_cluster_removed, lease_ttl=self.settings.sync.lease_ttl)
@@ -216,6 +222,8 @@ class RegistrySetup:
     async def _duties(self) -> None:
         parts: dict[str, Callable[[], Awaitable[None]]] = {
             "topology watch": lambda: self.topology.watch(self.pull)}
+        if self.exported is not None:
+            parts["registry metrics"] = self.exported.run
         if self.removal is not None:
             parts["cluster removal"] = self.removal.run
         if self.status_writer is not None:

@@ -61,7 +61,8 @@ def test_operator_alerts_are_present() -> None:
         "BkcmdbSyncFullSyncTooOld", "BkcmdbSyncLagHigh", "BkcmdbSyncFencedWrites",
         "BkcmdbSyncWritesRejected", "BkcmdbSyncWatchRestartStorm", "BkcmdbSyncWatchExpiredStorm",
         "BkcmdbSyncGateOverflow", "BkcmdbSyncZooKeeperSessionNotConnected",
-        "BkcmdbSyncVersionsWentBackwards",
+        "BkcmdbSyncVersionsWentBackwards", "BkcmdbSyncRegistryUnreachable",
+        "BkcmdbSyncRegistryConflicts",
         "BkcmdbSyncBkcmdbPendingHigh", "BkcmdbSyncBkcmdbRequestErrors",
         "BkcmdbSyncBkcmdbDeadLetters", "BkcmdbSyncBkcmdbAuthRefused",
     }
@@ -83,6 +84,8 @@ HEALTHY = [
     _series("is_master", "", "1+0x60"),
     _series("zk_session_state", 'state="connected"', "1+0x60"),
     _series("zk_session_state", 'state="suspended"', "0+0x60"),
+    _series("registry_up", 'registry="http"', "1+0x20 0+0x10 1+0x30"),  # a 10-minute outage
+    _series("registry_conflicts", "", "0+0x60"),
     _series("reconciler_up", 'cluster="c1"', "1+0x60"),
     _series("reconciler_restarts_total", 'cluster="c1"', "0+0x60"),
     _series("last_full_sync_timestamp_seconds", 'cluster="c1"', "0+60x60"),
@@ -112,6 +115,8 @@ FAILING = [
     _series("is_master", "", "0+0x60"),
     _series("zk_session_state", 'state="connected"', "0+0x60"),
     _series("zk_session_state", 'state="suspended"', "1+0x60"),
+    _series("registry_up", 'registry="http"', "0+0x60"),
+    _series("registry_conflicts", "", "2+0x60"),
     _series("reconciler_up", 'cluster="c1"', "0+0x60"),
     _series("reconciler_restarts_total", 'cluster="c1"', "0+1x60"),
     _series("last_full_sync_timestamp_seconds", 'cluster="c2"', "0+0x60"),
@@ -139,6 +144,8 @@ FIRING: dict[str, list[dict[str, str]]] = {
     "BkcmdbSyncNoMaster": [{"namespace": "sync", "severity": "critical"}],
     "BkcmdbSyncZooKeeperSessionNotConnected": [
         _expected('state="suspended"', severity="critical")],
+    "BkcmdbSyncRegistryUnreachable": [_expected('registry="http"', severity="warning")],
+    "BkcmdbSyncRegistryConflicts": [_expected(severity="warning")],
     "BkcmdbSyncReconcilerDown": [_expected('cluster="c1"', severity="critical")],
     "BkcmdbSyncReconcilerRestarting": [_expected('cluster="c1"', severity="warning")],
     "BkcmdbSyncFullSyncTooOld": [_expected('cluster="c2"', severity="warning")],

@@ -156,7 +156,11 @@ async def test_run_serves_syncs_and_stops_cleanly_without_leaking_secrets(
         assert lint.returncode == 0, lint.stdout + lint.stderr
         for name in ("bkcmdb_sync_is_master 1.0", "bkcmdb_sync_assigned_clusters 2.0",
                      'bkcmdb_sync_full_sync_duration_seconds_count{cluster="alpha"}',
-                     "bkcmdb_sync_events_total"):
+                     "bkcmdb_sync_events_total",
+                     # the master's duty, started on election: long before every cluster
+                     # of the poll above had synced
+                     'bkcmdb_sync_registry_clusters{registry="static"} 2.0',
+                     'bkcmdb_sync_registry_up{registry="static"} 1.0'):
             assert name in metrics
         await churn(sim.cluster("alpha"), events=100, rate=None, rng=rng)
         target = sim.cluster("alpha").resource_version
