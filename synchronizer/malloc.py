@@ -9,13 +9,13 @@ heap. A fleet's first sync lists many clusters at once; the heap grows by severa
 and shrinks again, each time past the trim threshold, and every page then lands on memory
 the kernel must map and zero anew, one 4 KiB fault at a time. 200 clusters of 500 Pods
 took 190,000-250,000 minor faults in the instance against 47,000-49,000 with the values
-below, and its first sync 12.8-15.7 s against 11.0-13.4 s (docs/benchmarks.md, "Eighth
-pass").
+below; the first sync was shorter in five alternated pairs of six, by 1.35 s in the median
+(docs/benchmarks.md, "Eighth pass").
 
 Fixed values (which also end glibc's adjusting them): blocks below `MMAP_THRESHOLD` come
 from the heap; up to `TRIM_THRESHOLD` of free heap top stays mapped, and the heap grows by
-`TOP_PAD` more than asked. RSS after a first sync is a few MiB higher (what the heap
-keeps), its peak the same.
+`TOP_PAD` more than asked. RSS after a fleet's first sync reads about 10 MiB higher
+(what the heap keeps).
 
 An operator's own `MALLOC_*_` or `GLIBC_TUNABLES` settings win: then nothing is changed.
 Elsewhere than glibc (musl, macOS) `mallopt` is missing and nothing is changed either.

@@ -62,7 +62,7 @@ class RegistryHealth:
     last_error: str | None = None
     held: int = 0
     reads: int = 0
-    """Reads of the registry so far, answered or not (metrics: `registry.metrics`)."""
+    """Reads of the registry so far, answered or not (metrics: `registries.metrics`)."""
     failures: int = 0
     """Reads that failed (the last good answer was kept)."""
 
