@@ -44,8 +44,9 @@ def random_suffix(rng: random.Random, n: int = 5) -> str:
 
 def generated_names(rng: random.Random, prefix: str, count: int) -> list[str]:
     """`count` distinct `prefix` + random-suffix names. Five characters of 27 collide
-    within a few thousand draws (one time in seven at 2,000 nodes); a controller whose
-    create meets AlreadyExists draws again, and so does this."""
+    within a few thousand draws (one time in seven at 2,000 nodes). kube-apiserver draws
+    a generateName suffix again on a collision (KEP-4420, RetryGenerateName, GA in 1.32;
+    before it answered 409 and the controller retried), and so does this."""
     names: dict[str, None] = {}
     while len(names) < count:
         names[prefix + random_suffix(rng)] = None
